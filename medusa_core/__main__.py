@@ -1,0 +1,25 @@
+"""`python -m medusa_core <command>`: generate, train-heads, calibrate, bench."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .cli import COMMANDS
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m medusa_core", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (add_args, _) in COMMANDS.items():
+        add_args(sub.add_parser(name))
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command][1](args)
+    except (ValueError, RuntimeError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

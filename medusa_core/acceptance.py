@@ -1,0 +1,73 @@
+"""Choosing the accepted path through a verified tree: lossless greedy and typical acceptance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .trees import TreeBuffers
+
+
+@dataclass(frozen=True)
+class TypicalConfig:
+    """Medusa's typical acceptance: accept x if p(x) > min(epsilon, delta * exp(-H(p)))."""
+
+    temperature: float = 0.7
+    posterior_threshold: float = 0.09  # epsilon
+    posterior_alpha: float = 0.3  # delta
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ValueError(f"typical acceptance needs temperature > 0, got {self.temperature}")
+        if not 0 < self.posterior_threshold <= 1:
+            raise ValueError(f"posterior threshold must be in (0, 1], got {self.posterior_threshold}")
+        if not 0 < self.posterior_alpha <= 1:
+            raise ValueError(f"posterior alpha must be in (0, 1], got {self.posterior_alpha}")
+
+
+def longest_accepted_path(node_ok: torch.Tensor, buffers: TreeBuffers) -> torch.Tensor:
+    """node_ok [N] bool (root ignored) -> node ids of the longest root path of accepted nodes."""
+    rows = buffers.retrieve  # [L, D+1]
+    ok = torch.where(rows[:, 1:] >= 0, node_ok[rows[:, 1:].clamp(min=0)], False)  # [L, D]
+    lengths = ok.to(torch.long).cumprod(dim=1).sum(dim=1)  # [L]
+    best = int(torch.argmax(lengths))
+    return rows[best, : int(lengths[best]) + 1]
+
+
+def accept_greedy(node_tokens: torch.Tensor, logits: torch.Tensor, buffers: TreeBuffers) -> torch.Tensor:
+    """A node is right when it is its parent's argmax; siblings differ, so this is exact greedy."""
+    predicted = logits.argmax(dim=-1)  # [N]
+    parent = buffers.parent.clamp(min=0)
+    return longest_accepted_path(node_tokens == predicted[parent], buffers)
+
+
+def typical_threshold(probs: torch.Tensor, config: TypicalConfig) -> torch.Tensor:
+    """probs [N, V] -> per-node acceptance threshold [N]."""
+    entropy = -(probs * torch.log(probs.clamp(min=1e-10))).sum(dim=-1)
+    return torch.minimum(
+        torch.full_like(entropy, config.posterior_threshold), config.posterior_alpha * torch.exp(-entropy)
+    )
+
+
+def tempered_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    return torch.softmax(logits.float() / temperature, dim=-1)
+
+
+def accept_typical(
+    node_tokens: torch.Tensor, logits: torch.Tensor, buffers: TreeBuffers, config: TypicalConfig
+) -> torch.Tensor:
+    probs = tempered_probs(logits, config.temperature)  # [N, V]
+    threshold = typical_threshold(probs, config)  # [N]
+    parent = buffers.parent.clamp(min=0)
+    p_token = probs[parent, node_tokens]  # [N] parent's probability of each node's token
+    return longest_accepted_path(p_token > threshold[parent], buffers)
+
+
+def sample_typical(logits: torch.Tensor, config: TypicalConfig, generator: torch.Generator) -> int:
+    """Next root token: a sample from the tempered distribution truncated to typical tokens."""
+    probs = tempered_probs(logits[None], config.temperature)[0].cpu()  # [V]; the generator lives on the CPU
+    keep = probs > typical_threshold(probs[None], config)[0]
+    keep[probs.argmax()] = True
+    probs = torch.where(keep, probs, 0.0)
+    return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))

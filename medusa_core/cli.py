@@ -1,0 +1,136 @@
+"""The command-line commands: each an argument builder and a runner that prints results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Callable
+
+from tqdm import tqdm
+
+from .acceptance import TypicalConfig
+from .decoding import DecodeConfig, generate
+from .device import DEVICE_CHOICES, DTYPE_CHOICES
+from .distill_data import read_prompt_file
+from .models import load_base_model, load_medusa
+from .trees import resolve_tree
+
+
+def add_model_args(p: argparse.ArgumentParser, heads: bool = True) -> None:
+    p.add_argument("--model", default=None, help="base model: Hub id, local folder or 'default' (env MEDUSA_MODEL)")
+    if heads:
+        p.add_argument("--heads", default=None, help="heads folder or Hub id, or 'random' (env MEDUSA_HEADS)")
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    p.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES)
+
+
+def add_decode_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tree", default=None, help="tree file, preset (chain-N, full-KxD, mc_sim_7b_63) or JSON list; default: the heads' tree")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0, help="> 0 switches to typical acceptance")
+    p.add_argument("--posterior-threshold", type=float, default=0.09)
+    p.add_argument("--posterior-alpha", type=float, default=0.3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-chat", action="store_true", help="feed the raw prompt even if the model has a chat template")
+
+
+def decode_config(args: argparse.Namespace, trace_text: bool = True) -> DecodeConfig:
+    typical = (
+        TypicalConfig(args.temperature, args.posterior_threshold, args.posterior_alpha) if args.temperature > 0 else None
+    )
+    return DecodeConfig(args.max_new_tokens, typical, args.seed, False if args.no_chat else None, trace_text)
+
+
+class Bar:
+    """A tqdm bar per named stage, fed with (stage, done, total) reports."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+        self.name = ""
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        kind = stage.split(" (")[0]
+        if self.bar is None or kind != self.name:
+            self.close()
+            self.bar, self.name = tqdm(total=total, desc=kind), kind
+        self.bar.set_postfix_str(stage.removeprefix(kind).strip(" ()"))
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+# generate ---------------------------------------------------------------------------------
+def generate_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    add_decode_args(p)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt")
+    src.add_argument("--prompts", help="file with one prompt per line; prints one JSON record per line")
+    p.add_argument("--json", action="store_true", help="print the generation record as JSON")
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    prompts = [args.prompt] if args.prompt is not None else read_prompt_file(args.prompts)
+    tree = resolve_tree(args.tree) if args.tree else None
+    medusa = load_medusa(args.model, args.heads, args.device, args.dtype)
+    config = decode_config(args)
+    for prompt in prompts:
+        record = generate(medusa, prompt, tree, config)
+        if args.json or args.prompts:
+            print(json.dumps(record.to_json()), flush=True)
+        else:
+            print(record.text)
+            print(
+                f"\n[{len(record.tokens)} tokens in {record.num_steps} steps: "
+                f"{record.tokens_per_step:.2f} tokens/step, {record.tokens_per_second:.1f} tokens/s, "
+                f"{len(record.tree)}-node tree on {record.device}]"
+            )
+    return 0
+
+
+# train-heads ------------------------------------------------------------------------------
+def train_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p, heads=False)
+    p.add_argument("--prompts", required=True, help="training prompts, one per line")
+    p.add_argument("--out", required=True, help="heads folder to write (and resume from)")
+    p.add_argument("--num-heads", type=int, default=4)
+    p.add_argument("--num-layers", type=int, default=1)
+    p.add_argument("--max-new-tokens", type=int, default=192, help="length of the self-distilled answers")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .training import TrainConfig, train_heads
+
+    config = TrainConfig(
+        prompts=args.prompts,
+        out=args.out,
+        num_heads=args.num_heads,
+        num_layers=args.num_layers,
+        max_new_tokens=args.max_new_tokens,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+    )
+    read_prompt_file(config.prompts)  # fail on a bad file before loading the model
+    base = load_base_model(args.model, args.device, args.dtype)
+    bar = Bar()
+    _, acc = train_heads(base, config, bar)
+    bar.close()
+    print(f"heads saved to {config.out}; validation on {acc.samples} positions:")
+    for k, (t1, t5) in enumerate(zip(acc.top1, acc.top5)):
+        print(f"  head {k}: top-1 {t1:.3f}  top-5 {t5:.3f}")
+    return 0
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "generate": (generate_args, run_generate),
+    "train-heads": (train_args, run_train),
+}

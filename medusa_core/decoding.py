@@ -1,0 +1,192 @@
+"""The Medusa decoding loop: propose, verify in one pass, accept, commit, repeat; traced."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Iterator, Sequence
+
+import torch
+
+from .acceptance import TypicalConfig, accept_greedy, accept_typical, sample_typical
+from .device import synchronize
+from .models import MedusaModel, encode_prompt
+from .traces import GenerationRecord, Node, StepRecord
+from .tree_attention import commit_kv, prefill, verify_tree
+from .trees import TreeBuffers, build_tree_buffers, tree_top_k, validate_tree
+
+
+class PromptTooLongError(ValueError):
+    """The prompt does not fit the model's context."""
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    max_new_tokens: int = 128
+    typical: TypicalConfig | None = None  # None: lossless greedy
+    seed: int = 0
+    chat: bool | None = None  # None: the chat template when the tokenizer has one
+    trace_text: bool = True  # decode each node's text into the trace (off for benchmarks)
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+    def settings(self) -> dict:
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "mode": "greedy" if self.typical is None else "typical",
+            "seed": self.seed,
+        } | (asdict(self.typical) if self.typical else {})
+
+
+@dataclass
+class _State:
+    """Where decoding stands: cache length, the pending root and the heads' proposals for it."""
+
+    prefix_len: int
+    root: int
+    root_prob: float
+    head_logits: torch.Tensor  # [K, V] heads' logits at the last accepted position
+
+
+def head_topk(head_logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[K, V] -> top-k tokens [K, k] and their probabilities [K, k]."""
+    probs = torch.softmax(head_logits.float(), dim=-1)
+    top = torch.topk(probs, top_k, dim=-1)
+    return top.indices, top.values
+
+
+def propose(state: _State, buffers: TreeBuffers, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lay the tree's tokens out flat: node tokens [N] and their proposal probabilities [N]."""
+    tokens, probs = head_topk(state.head_logits, top_k)
+    heads, ranks = buffers.head[1:], buffers.rank[1:]
+    root = torch.tensor([state.root], device=tokens.device)
+    node_tokens = torch.cat([root, tokens[heads, ranks]])
+    node_probs = torch.cat([torch.tensor([state.root_prob], device=probs.device), probs[heads, ranks]])
+    return node_tokens, node_probs
+
+
+def next_root(logits: torch.Tensor, config: DecodeConfig, generator: torch.Generator) -> tuple[int, float]:
+    """The base model's own next token at the last accepted node, and its probability."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    token = int(logits.argmax()) if config.typical is None else sample_typical(logits, config.typical, generator)
+    return token, float(probs[token])
+
+
+def stop_in(tokens: Sequence[int], eos: frozenset[int], budget: int) -> tuple[list[int], str | None]:
+    """Cut emitted tokens at the first EOS (kept) or at the token budget."""
+    out: list[int] = []
+    for tok in tokens:
+        if len(out) == budget:
+            return out, "max_new_tokens"
+        out.append(tok)
+        if tok in eos:
+            return out, "eos"
+    return out, ("max_new_tokens" if len(out) == budget else None)
+
+
+def trace_nodes(medusa: MedusaModel, node_tokens: torch.Tensor, node_probs: torch.Tensor, buffers: TreeBuffers, with_text: bool) -> list[Node]:
+    ids = node_tokens.tolist()
+    texts = medusa.base.tokenizer.batch_decode([[i] for i in ids]) if with_text else [""] * len(ids)
+    return [
+        Node(i, t, d, r, p, par)
+        for i, t, d, r, p, par in zip(
+            ids, texts, buffers.depth.tolist(), buffers.rank.tolist(), node_probs.tolist(), buffers.parent.tolist()
+        )
+    ]
+
+
+def check_prompt_fits(prompt_len: int, context: int, tree_depth: int) -> None:
+    if prompt_len == 0:
+        raise PromptTooLongError("the prompt is empty")
+    if prompt_len + tree_depth + 1 > context:
+        raise PromptTooLongError(
+            f"the prompt has {prompt_len} tokens but the model's context is {context} "
+            f"(a step needs room for {tree_depth + 1} more)"
+        )
+
+
+def stream_generation(
+    medusa: MedusaModel,
+    prompt: str,
+    tree: Sequence[Sequence[int]] | None = None,
+    config: DecodeConfig = DecodeConfig(),
+    prompt_ids: Sequence[int] | None = None,
+) -> Iterator[StepRecord | GenerationRecord]:
+    """Yield a StepRecord per decoding step, then the GenerationRecord with the totals."""
+    base = medusa.base
+    paths = validate_tree(medusa.default_tree if tree is None else tree, medusa.num_heads)
+    buffers = build_tree_buffers(paths).to(base.device)
+    top_k = tree_top_k(paths)
+    ids = list(prompt_ids) if prompt_ids is not None else encode_prompt(base.tokenizer, prompt, config.chat)
+    check_prompt_fits(len(ids), base.context_length, buffers.max_depth)
+    generator = torch.Generator().manual_seed(config.seed)
+    lm_head = base.model.get_output_embeddings()
+
+    with torch.inference_mode():
+        synchronize(base.device)
+        start = time.perf_counter()
+        cache, hidden = prefill(base.model, torch.tensor(ids, device=base.device))
+        root, root_prob = next_root(lm_head(hidden), config, generator)
+        state = _State(len(ids), root, root_prob, medusa.heads(hidden, lm_head))
+        out: list[int] = []
+        steps: list[StepRecord] = []
+        stop = None
+        step_start = start
+        while stop is None:
+            if state.prefix_len + buffers.max_depth + 1 > base.context_length:
+                stop = "context"
+                break
+            node_tokens, node_probs = propose(state, buffers, top_k)
+            hidden = verify_tree(base.model, cache, node_tokens, buffers, state.prefix_len)  # [N, d]
+            logits = lm_head(hidden)  # [N, V]
+            if config.typical is None:
+                accepted = accept_greedy(node_tokens, logits, buffers)
+            else:
+                accepted = accept_typical(node_tokens, logits, buffers, config.typical)
+            commit_kv(cache, state.prefix_len, accepted)
+            last = int(accepted[-1])
+            root, root_prob = next_root(logits[last], config, generator)
+            emitted, stop = stop_in(node_tokens[accepted].tolist(), base.eos_token_ids, config.max_new_tokens - len(out))
+            state = _State(state.prefix_len + len(accepted), root, root_prob, medusa.heads(hidden[last], lm_head))
+            out.extend(emitted)
+            synchronize(base.device)
+            now = time.perf_counter()
+            step = StepRecord(
+                trace_nodes(medusa, node_tokens, node_probs, buffers, config.trace_text),
+                accepted.tolist(),
+                emitted,
+                now - step_start,
+            )
+            step_start = now
+            steps.append(step)
+            yield step
+        seconds = time.perf_counter() - start
+    yield GenerationRecord(
+        model=base.name,
+        heads=medusa.heads_name,
+        device=str(base.device),
+        dtype=str(base.dtype).removeprefix("torch."),
+        tree=[list(p) for p in paths],
+        settings=config.settings(),
+        prompt=prompt,
+        prompt_tokens=ids,
+        tokens=out,
+        text=base.tokenizer.decode(out, skip_special_tokens=True),
+        steps=steps,
+        seconds=seconds,
+        stop_reason=stop or "context",
+    )
+
+
+def generate(
+    medusa: MedusaModel,
+    prompt: str,
+    tree: Sequence[Sequence[int]] | None = None,
+    config: DecodeConfig = DecodeConfig(),
+    prompt_ids: Sequence[int] | None = None,
+) -> GenerationRecord:
+    *_, record = stream_generation(medusa, prompt, tree, config, prompt_ids)
+    assert isinstance(record, GenerationRecord)
+    return record

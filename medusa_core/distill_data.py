@@ -1,0 +1,152 @@
+"""Self-distillation data: what the base model itself says to real prompts, and its hidden states.
+
+Heads trained on the base model's own greedy continuations learn to predict what it will
+actually say, which is what Medusa accepts. The frozen model's hidden states are computed once
+and cached, so training epochs only touch the small heads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from .models import BaseModel, encode_prompt
+
+IGNORE = -100
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Conversation:
+    prompt_ids: list[int]
+    response_ids: list[int]
+
+
+def read_prompt_file(path: str | Path) -> list[str]:
+    """One prompt per line; blank lines skipped. An empty file is an error."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"prompt file {path} does not exist")
+    prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"prompt file {path} has no prompts")
+    return prompts
+
+
+def encode_prompts(base: BaseModel, prompts: Sequence[str], room: int) -> list[list[int]]:
+    """Chat-templated ids; refuses prompts that leave fewer than `room` tokens of context."""
+    encoded = [encode_prompt(base.tokenizer, p) for p in prompts]
+    for i, ids in enumerate(encoded):
+        if len(ids) + room > base.context_length:
+            raise ValueError(
+                f"prompt {i + 1} has {len(ids)} tokens; with {room} new tokens it exceeds the "
+                f"model's context of {base.context_length}"
+            )
+    return encoded
+
+
+def generate_responses(
+    base: BaseModel, prompt_ids: Sequence[list[int]], max_new_tokens: int, batch_size: int, progress: Progress | None = None
+) -> list[Conversation]:
+    """Greedy continuations, batched with left padding (numerically a hair off unbatched greedy)."""
+    pad = base.tokenizer.pad_token_id if base.tokenizer.pad_token_id is not None else min(base.eos_token_ids)
+    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))  # less padding
+    result: dict[int, Conversation] = {}
+    for start in range(0, len(order), batch_size):
+        batch = [prompt_ids[i] for i in order[start : start + batch_size]]
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch], device=base.device)
+        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], device=base.device)
+        with torch.inference_mode():
+            out = base.model.generate(
+                input_ids=input_ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=pad
+            )
+        for row, i in zip(out[:, width:].tolist(), order[start : start + batch_size]):
+            result[i] = Conversation(prompt_ids[i], trim_response(row, base.eos_token_ids))
+        if progress:
+            progress(min(start + batch_size, len(order)), len(order))
+    return [result[i] for i in range(len(prompt_ids))]
+
+
+def trim_response(row: list[int], eos: frozenset[int]) -> list[int]:
+    for j, tok in enumerate(row):
+        if tok in eos:
+            return row[: j + 1]
+    return row
+
+
+def head_targets(tokens: Sequence[int], start: int, num_heads: int) -> torch.Tensor:
+    """For positions t = start..len-2: the tokens t+k+2 that head k must predict [T, K]."""
+    n = len(tokens)
+    rows = [[tokens[t + k + 2] if t + k + 2 < n else IGNORE for k in range(num_heads)] for t in range(start, n - 1)]
+    return torch.tensor(rows, dtype=torch.long).reshape(-1, num_heads)
+
+
+def hidden_states_for(base: BaseModel, conv: Conversation) -> torch.Tensor:
+    """Hidden states [T, d] at the positions heads are used: last prompt token onward."""
+    tokens = conv.prompt_ids + conv.response_ids
+    with torch.inference_mode():
+        out = base.model.base_model(input_ids=torch.tensor([tokens], device=base.device))
+    start = len(conv.prompt_ids) - 1
+    hidden = out.last_hidden_state[0, start : len(tokens) - 1]
+    return hidden.to("cpu", torch.float16)
+
+
+def data_key(base: BaseModel, prompts: Sequence[str], max_new_tokens: int) -> str:
+    digest = hashlib.sha256(json.dumps([base.name, list(prompts), max_new_tokens]).encode()).hexdigest()
+    return digest[:16]
+
+
+@dataclass(frozen=True)
+class HiddenCache:
+    hidden: torch.Tensor  # [T, d] fp16
+    tokens: list[torch.Tensor]  # per conversation, the full token list (prompt + response)
+    starts: torch.Tensor  # [C] first position (last prompt token) of each conversation
+    offsets: torch.Tensor  # [C + 1] where each conversation's rows begin in `hidden`
+
+    def targets(self, num_heads: int, conversations: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row indices into `hidden` and their head targets [R, K] for the chosen conversations."""
+        rows, targets = [], []
+        for c in conversations:
+            rows.append(torch.arange(int(self.offsets[c]), int(self.offsets[c + 1])))
+            targets.append(head_targets(self.tokens[c].tolist(), int(self.starts[c]), num_heads))
+        return torch.cat(rows), torch.cat(targets)
+
+
+def build_hidden_cache(base: BaseModel, conversations: Sequence[Conversation], progress: Progress | None = None) -> HiddenCache:
+    hidden, tokens, starts, offsets = [], [], [], [0]
+    for i, conv in enumerate(conversations):
+        h = hidden_states_for(base, conv)
+        hidden.append(h)
+        tokens.append(torch.tensor(conv.prompt_ids + conv.response_ids))
+        starts.append(len(conv.prompt_ids) - 1)
+        offsets.append(offsets[-1] + h.shape[0])
+        if progress:
+            progress(i + 1, len(conversations))
+    return HiddenCache(torch.cat(hidden), tokens, torch.tensor(starts), torch.tensor(offsets))
+
+
+def save_hidden_cache(cache: HiddenCache, path: Path) -> None:
+    tmp = path.with_suffix(".partial")
+    torch.save({"hidden": cache.hidden, "tokens": cache.tokens, "starts": cache.starts, "offsets": cache.offsets}, tmp)
+    tmp.rename(path)
+
+
+def load_hidden_cache(path: Path) -> HiddenCache:
+    data = torch.load(path, weights_only=True)
+    return HiddenCache(data["hidden"], data["tokens"], data["starts"], data["offsets"])
+
+
+def save_conversations(conversations: Sequence[Conversation], path: Path) -> None:
+    tmp = path.with_suffix(".partial")
+    tmp.write_text(json.dumps([[c.prompt_ids, c.response_ids] for c in conversations]))
+    tmp.rename(path)
+
+
+def load_conversations(path: Path) -> list[Conversation]:
+    return [Conversation(p, r) for p, r in json.loads(path.read_text())]

@@ -1,0 +1,92 @@
+"""Medusa heads: per head a stack of ResBlocks, then a vocabulary projection.
+
+Head k (0-based) reads the base model's last hidden state h_t and predicts the token at t+k+2.
+The projection is either each head's own Linear(d, V) (FasterDecoding's Medusa-1 layout) or the
+base model's lm_head, shared by all heads (our compact layout, a few MB per head set).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class HeadsConfig:
+    num_heads: int
+    num_layers: int
+    hidden_size: int
+    vocab_size: int
+    shared_lm_head: bool = True
+    base_model_name_or_path: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("num_heads", "hidden_size", "vocab_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"heads config: {name} must be >= 1, got {getattr(self, name)}")
+        if self.num_layers < 0:
+            raise ValueError(f"heads config: num_layers must be >= 0, got {self.num_layers}")
+
+    def to_json(self) -> dict:
+        """FasterDecoding's keys first (so their tools read our folders), then our own."""
+        return {
+            "medusa_num_heads": self.num_heads,
+            "medusa_num_layers": self.num_layers,
+            "base_model_name_or_path": self.base_model_name_or_path,
+            "hidden_size": self.hidden_size,
+            "vocab_size": self.vocab_size,
+            "medusa_shared_lm_head": self.shared_lm_head,
+        } | {"medusa_explorer": asdict(self)}
+
+
+class ResBlock(nn.Module):
+    """x + SiLU(W x + b); W starts at zero so a new head is the identity on h_t."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(hidden_size, hidden_size)
+        nn.init.zeros_(self.linear.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + nn.functional.silu(self.linear(x))
+
+
+class MedusaHeads(nn.Module):
+    def __init__(self, config: HeadsConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.blocks = nn.ModuleList(
+            nn.ModuleList(ResBlock(config.hidden_size) for _ in range(config.num_layers))
+            for _ in range(config.num_heads)
+        )
+        # Own projections are stored stacked so all heads project in one batched matmul.
+        self.proj = (
+            None
+            if config.shared_lm_head
+            else nn.Parameter(torch.empty(config.num_heads, config.vocab_size, config.hidden_size))
+        )
+        if self.proj is not None:
+            nn.init.normal_(self.proj, std=config.hidden_size**-0.5)
+
+    def head_states(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [..., d] -> each head's input to the projection [K, ..., d]."""
+        outs = []
+        for blocks in self.blocks:
+            x = hidden
+            for block in blocks:
+                x = block(x)
+            outs.append(x)
+        return torch.stack(outs)
+
+    def forward(self, hidden: torch.Tensor, lm_head: nn.Module | None = None) -> torch.Tensor:
+        """hidden [..., d] -> logits [K, ..., V]; lm_head is the base model's, for shared heads."""
+        z = self.head_states(hidden)  # [K, ..., d]
+        if self.proj is None:
+            if lm_head is None:
+                raise ValueError("these heads share the base model's lm_head: pass it")
+            return lm_head(z)  # one matmul over all heads: [K, ..., V]
+        flat = z.reshape(z.shape[0], -1, z.shape[-1])  # [K, N, d]
+        logits = torch.bmm(flat, self.proj.transpose(1, 2))  # [K, N, V]
+        return logits.reshape(*z.shape[:-1], -1)

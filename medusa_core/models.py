@@ -1,0 +1,151 @@
+"""Loading a base model (+ tokenizer) and its Medusa heads onto a device."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from . import default_model
+from .device import resolve_device, resolve_dtype
+from .heads import HeadsConfig, MedusaHeads
+from .heads_io import load_heads
+from .trees import Path_, chain_tree, load_tree_file
+
+DEFAULT = "default"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_HEADS = REPO_ROOT / "heads" / "smollm2-135m-instruct"
+DEFAULT_TREE_FILE = "tree.json"
+
+
+class ModelLoadError(RuntimeError):
+    """A base model or heads that cannot be loaded; the message says why."""
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def model_id(self) -> str:
+        """The name to record in checkpoints: the Hub id for the converted default model."""
+        return default_model.HUB_ID if default_model.is_converted(Path(self.name)) else self.name
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.get_input_embeddings().weight.shape[1])
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.get_output_embeddings().weight.shape[0])
+
+    @property
+    def context_length(self) -> int:
+        cfg = self.model.config
+        return int(getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", 2048))
+
+    @property
+    def eos_token_ids(self) -> frozenset[int]:
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        ids = eos if isinstance(eos, (list, tuple)) else [eos]
+        return frozenset(int(i) for i in ids if i is not None)
+
+
+@dataclass(frozen=True)
+class MedusaModel:
+    base: BaseModel
+    heads: MedusaHeads
+    heads_name: str
+    default_tree: tuple[Path_, ...]
+
+    @property
+    def num_heads(self) -> int:
+        return self.heads.config.num_heads
+
+
+def model_spec_or_default(spec: str | None) -> str:
+    return spec or os.environ.get("MEDUSA_MODEL") or DEFAULT
+
+
+def resolve_model_path(spec: str | None) -> str:
+    spec = model_spec_or_default(spec)
+    if spec != DEFAULT:
+        return spec
+    try:
+        return default_model.default_model_path()
+    except default_model.DefaultModelError:
+        if os.environ.get("HF_HUB_OFFLINE") == "1":
+            raise
+        return default_model.HUB_ID
+
+
+def load_base_model(spec: str | None = None, device: str = "auto", dtype: str = "auto") -> BaseModel:
+    path = resolve_model_path(spec)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dt, attn_implementation="sdpa")
+    except Exception as err:
+        if default_model.is_converted(Path(path)):
+            raise ModelLoadError(default_model.corrupt_cache_message(path, err)) from err
+        raise ModelLoadError(f"cannot load base model {path!r}: {err}") from err
+    model.to(dev).eval().requires_grad_(False)
+    return BaseModel(model, tokenizer, path, dev, dt)
+
+
+def fresh_heads(base: BaseModel, num_heads: int = 4, num_layers: int = 1) -> MedusaHeads:
+    """Untrained heads sharing the lm_head: each starts as the base model's own next-token guess."""
+    config = HeadsConfig(num_heads, num_layers, base.hidden_size, base.vocab_size, True, base.name)
+    return MedusaHeads(config)
+
+
+def resolve_heads_spec(spec: str | None, model_spec: str | None) -> str:
+    spec = spec or os.environ.get("MEDUSA_HEADS")
+    if spec:
+        return spec
+    if model_spec_or_default(model_spec) == DEFAULT:
+        return str(DEFAULT_HEADS)
+    raise ModelLoadError("no heads given for a non-default model: pass --heads FOLDER|HUB_ID or --heads random")
+
+
+def heads_default_tree(folder: str, num_heads: int) -> tuple[Path_, ...]:
+    """The tree shipped beside the heads (tree.json), else a chain over all heads."""
+    tree_file = Path(folder) / DEFAULT_TREE_FILE
+    return load_tree_file(tree_file) if tree_file.is_file() else chain_tree(num_heads)
+
+
+def load_medusa(model: str | None = None, heads: str | None = None, device: str = "auto", dtype: str = "auto") -> MedusaModel:
+    heads_spec = resolve_heads_spec(heads, model)
+    base = load_base_model(model, device, dtype)
+    if heads_spec == "random":
+        medusa_heads = fresh_heads(base)
+        tree = chain_tree(medusa_heads.config.num_heads)
+    else:
+        medusa_heads = load_heads(heads_spec, base.hidden_size, base.vocab_size)
+        tree = heads_default_tree(heads_spec, medusa_heads.config.num_heads)
+    medusa_heads.to(base.device, base.dtype).requires_grad_(False)
+    return MedusaModel(base, medusa_heads, heads_spec, tree)
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, chat: bool | None = None) -> list[int]:
+    """Token ids fed to the model: the chat template applied when the tokenizer has one."""
+    use_chat = tokenizer.chat_template is not None if chat is None else chat
+    if use_chat:
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True
+        )
+        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+        return [int(i) for i in ids]
+    return [int(i) for i in tokenizer(prompt)["input_ids"]]
+
+

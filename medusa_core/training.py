@@ -1,0 +1,194 @@
+"""Medusa-1 head training with a frozen backbone, on self-distilled text and cached hidden states."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from torch.nn import functional as F
+
+from .default_model import cache_root
+from .distill_data import (
+    IGNORE,
+    HiddenCache,
+    build_hidden_cache,
+    data_key,
+    encode_prompts,
+    generate_responses,
+    load_conversations,
+    load_hidden_cache,
+    read_prompt_file,
+    save_conversations,
+    save_hidden_cache,
+)
+from .heads import HeadsConfig, MedusaHeads
+from .heads_io import save_heads
+from .models import BaseModel
+
+CHECKPOINT = "training-checkpoint.pt"
+Stage = Callable[[str, int, int], None]  # (stage name, done, total)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    prompts: str
+    out: str
+    num_heads: int = 4
+    num_layers: int = 1
+    max_new_tokens: int = 192
+    gen_batch_size: int = 16
+    epochs: int = 2
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    val_fraction: float = 0.1
+    seed: int = 0
+    checkpoint_every: int = 50
+
+    def __post_init__(self) -> None:
+        if self.num_heads < 1 or self.num_layers < 0:
+            raise ValueError("need num_heads >= 1 and num_layers >= 0")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("need epochs >= 1, batch_size >= 1 and lr > 0")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+
+
+@dataclass(frozen=True)
+class HeadAccuracy:
+    top1: list[float]  # per head
+    top5: list[float]
+    samples: int
+
+
+def prepare_hidden_cache(base: BaseModel, config: TrainConfig, stage: Stage | None) -> HiddenCache:
+    """Generate (or reuse) the self-distilled text and the frozen model's hidden states."""
+    prompts = read_prompt_file(config.prompts)
+    prompt_ids = encode_prompts(base, prompts, config.max_new_tokens)
+    folder = cache_root() / "distill" / data_key(base, prompts, config.max_new_tokens)
+    folder.mkdir(parents=True, exist_ok=True)
+    conv_file, hidden_file = folder / "conversations.json", folder / "hidden.pt"
+    if hidden_file.is_file():
+        return load_hidden_cache(hidden_file)
+    if conv_file.is_file():
+        conversations = load_conversations(conv_file)
+    else:
+        report = (lambda d, t: stage("generate", d, t)) if stage else None
+        conversations = generate_responses(base, prompt_ids, config.max_new_tokens, config.gen_batch_size, report)
+        save_conversations(conversations, conv_file)
+    report = (lambda d, t: stage("hidden states", d, t)) if stage else None
+    cache = build_hidden_cache(base, conversations, report)
+    save_hidden_cache(cache, hidden_file)
+    return cache
+
+
+def split_conversations(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(n * val_fraction))
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+def heads_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """logits [K, B, V], targets [B, K] -> mean cross-entropy over heads and valid targets."""
+    k, b, v = logits.shape
+    return F.cross_entropy(logits.reshape(k * b, v).float(), targets.T.reshape(-1), ignore_index=IGNORE)
+
+
+def batches(rows: torch.Tensor, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    perm = rows[torch.randperm(rows.shape[0], generator=generator)]
+    yield from perm.split(batch_size)
+
+
+def evaluate_heads(heads: MedusaHeads, lm_head: torch.nn.Module, cache: HiddenCache, rows: torch.Tensor, targets: torch.Tensor) -> HeadAccuracy:
+    """Per-head top-1/top-5 accuracy on held-out positions."""
+    k = heads.config.num_heads
+    hits1, hits5, counts = torch.zeros(k), torch.zeros(k), torch.zeros(k)
+    with torch.inference_mode():
+        for chunk in torch.arange(rows.shape[0]).split(256):
+            hidden = cache.hidden[rows[chunk]].to(lm_head.weight.device, torch.float32)
+            top5 = heads(hidden, lm_head).topk(5, dim=-1).indices.cpu()  # [K, B, 5]
+            tgt = targets[chunk].T  # [K, B]
+            valid = tgt != IGNORE
+            hits1 += ((top5[..., 0] == tgt) & valid).sum(dim=1)
+            hits5 += ((top5 == tgt[..., None]).any(-1) & valid).sum(dim=1)
+            counts += valid.sum(dim=1)
+    counts = counts.clamp(min=1)
+    return HeadAccuracy((hits1 / counts).tolist(), (hits5 / counts).tolist(), int(rows.shape[0]))
+
+
+def save_checkpoint(path: Path, heads: MedusaHeads, optimizer: torch.optim.Optimizer, step: int) -> None:
+    tmp = path.with_suffix(".partial")
+    torch.save({"heads": heads.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, tmp)
+    tmp.rename(path)  # atomic, so a kill mid-save leaves the previous checkpoint intact
+
+
+def lr_at(step: int, total: int, base_lr: float) -> float:
+    """Linear warm-up over 5% of the steps, then cosine decay to zero."""
+    warm = max(1, total // 20)
+    if step < warm:
+        return base_lr * (step + 1) / warm
+    return base_lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+
+def train_heads(base: BaseModel, config: TrainConfig, stage: Stage | None = None) -> tuple[MedusaHeads, HeadAccuracy]:
+    """Train heads, resuming from the checkpoint in `config.out` if there is one."""
+    torch.manual_seed(config.seed)
+    cache = prepare_hidden_cache(base, config, stage)
+    train_ids, val_ids = split_conversations(len(cache.tokens), config.val_fraction, config.seed)
+    train_rows, train_targets_all = cache.targets(config.num_heads, train_ids)
+    val_rows, val_targets = cache.targets(config.num_heads, val_ids)
+    # `targets` is indexed by row of `hidden`; build a lookup so shuffled batches find theirs.
+    target_of = torch.full((cache.hidden.shape[0], config.num_heads), IGNORE, dtype=torch.long)
+    target_of[train_rows] = train_targets_all
+
+    heads_config = HeadsConfig(config.num_heads, config.num_layers, base.hidden_size, base.vocab_size, True, base.model_id)
+    heads = MedusaHeads(heads_config).to(base.device)
+    # Heads train in fp32 against an fp32 copy of the frozen lm_head, whatever the model's dtype.
+    lm_head = copy.deepcopy(base.model.get_output_embeddings()).float()
+    optimizer = torch.optim.AdamW(heads.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / CHECKPOINT
+    step = 0
+    if ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, weights_only=True, map_location=base.device)
+        heads.load_state_dict(ckpt["heads"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        step = int(ckpt["step"])
+
+    steps_per_epoch = math.ceil(train_rows.shape[0] / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    heads.train()
+    while step < total:
+        # One seeded permutation per epoch, so a resumed run sees the batches it would have.
+        epoch_gen = torch.Generator().manual_seed(config.seed * 1000 + step // steps_per_epoch)
+        for i, rows in enumerate(batches(train_rows, config.batch_size, epoch_gen)):
+            if i < step % steps_per_epoch:
+                continue  # resuming mid-epoch: same permutation, skip what was done
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, total, config.lr)
+            hidden = cache.hidden[rows].to(base.device, torch.float32)  # [B, d]
+            loss = heads_loss(heads(hidden, lm_head), target_of[rows].to(base.device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if stage:
+                stage(f"train (loss {loss.item():.3f})", step, total)
+            if step % config.checkpoint_every == 0 or step == total:
+                save_checkpoint(ckpt_path, heads, optimizer, step)
+            if step % steps_per_epoch == 0:
+                break
+    heads.eval()
+    accuracy = evaluate_heads(heads, lm_head, cache, val_rows, val_targets)
+    card = {"training": asdict(config) | {"train_positions": int(train_rows.shape[0]), "steps": total}, "validation": asdict(accuracy)}
+    save_heads(heads, out, extra={"medusa_explorer_training": card})
+    (out / "training.json").write_text(json.dumps(card, indent=1))
+    return heads, accuracy

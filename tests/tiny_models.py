@@ -1,0 +1,116 @@
+"""Tiny random fp32 models of several architectures, and heads that always / never guess right."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+from medusa_core.heads import HeadsConfig, MedusaHeads
+from medusa_core.models import BaseModel, MedusaModel
+from medusa_core.tree_attention import forward_hidden
+from medusa_core.trees import chain_tree
+
+VOCAB = 96
+HIDDEN = 32
+ARCHS = ("llama", "gpt2", "qwen2", "gpt_neox")
+
+
+def tiny_causal_lm(arch: str, seed: int = 0, context: int = 256) -> nn.Module:
+    torch.manual_seed(seed)
+    common = dict(vocab_size=VOCAB, tie_word_embeddings=False)
+    if arch == "llama":
+        cfg = LlamaConfig(hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context, **common)
+        model = LlamaForCausalLM(cfg)
+    elif arch == "gpt2":
+        cfg = GPT2Config(n_embd=HIDDEN, n_layer=2, n_head=4, n_positions=context, **common)
+        model = GPT2LMHeadModel(cfg)
+    elif arch == "qwen2":
+        cfg = Qwen2Config(hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context, **common)
+        model = Qwen2ForCausalLM(cfg)
+    elif arch == "gpt_neox":
+        cfg = GPTNeoXConfig(hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=context, **common)
+        model = GPTNeoXForCausalLM(cfg)
+    else:
+        raise ValueError(arch)
+    # Larger weights than the default init so random models don't collapse to one token.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.3)
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = 0
+    return model.eval().requires_grad_(False)
+
+
+class StubTokenizer:
+    """Enough of a tokenizer for traces: no chat template, token text = its id."""
+
+    chat_template = None
+    eos_token_id = None
+    pad_token_id = 0
+
+    def batch_decode(self, rows):
+        return [" ".join(f"<{i}>" for i in row) for row in rows]
+
+    def decode(self, ids, **_):
+        return " ".join(f"<{i}>" for i in ids)
+
+
+def tiny_base(arch: str, seed: int = 0, eos: int | None = None, context: int = 256) -> BaseModel:
+    model = tiny_causal_lm(arch, seed, context)
+    model.generation_config.eos_token_id = eos
+    return BaseModel(model, StubTokenizer(), f"tiny-{arch}", torch.device("cpu"), torch.float32)
+
+
+def random_heads(num_heads: int, seed: int = 0, shared: bool = False) -> MedusaHeads:
+    torch.manual_seed(seed)
+    heads = MedusaHeads(HeadsConfig(num_heads, 1, HIDDEN, VOCAB, shared))
+    with torch.no_grad():
+        for p in heads.parameters():
+            p.normal_(0, 0.5)
+    return heads.eval()
+
+
+class ReferenceHeads(nn.Module):
+    """Heads that look the hidden state up among those of a reference greedy run (nearest
+    neighbour) and put the true future token at rank 0 (oracle) or at the very last rank."""
+
+    def __init__(self, base: BaseModel, prompt: list[int], reference: list[int], num_heads: int, right: bool) -> None:
+        super().__init__()
+        self.config = HeadsConfig(num_heads, 0, HIDDEN, VOCAB, True)
+        tokens = prompt + reference
+        cache = __import__("transformers").DynamicCache(config=base.model.config)
+        with torch.no_grad():
+            positions = torch.arange(len(tokens))[None]
+            self.keys = forward_hidden(base.model, torch.tensor([tokens]), cache, positions)  # [T, d]
+        self.future = [tokens[t + 2 : t + 2 + num_heads] for t in range(len(tokens))]
+        self.right = right
+
+    def forward(self, hidden: torch.Tensor, lm_head=None) -> torch.Tensor:
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        nearest = torch.cdist(flat, self.keys).argmin(dim=1)  # [N]
+        k = self.config.num_heads
+        logits = torch.zeros(k, flat.shape[0], VOCAB)
+        for n, t in enumerate(nearest.tolist()):
+            for h, tok in enumerate(self.future[t]):
+                logits[h, n, tok] = 1.0 if self.right else -1.0
+        return logits.reshape(k, *hidden.shape[:-1], VOCAB)
+
+
+def medusa_of(base: BaseModel, heads: nn.Module) -> MedusaModel:
+    return MedusaModel(base, heads, "test-heads", chain_tree(heads.config.num_heads))
+
+
+def greedy_reference(base: BaseModel, prompt: list[int], max_new_tokens: int) -> list[int]:
+    out = base.model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=max_new_tokens, attention_mask=torch.ones(1, len(prompt), dtype=torch.long))
+    return out[0, len(prompt):].tolist()

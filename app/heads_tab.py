@@ -1,0 +1,175 @@
+"""Heads tab: each head's top-k accuracy as a heatmap, and calibration on a prompt set."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from medusa_core import MedusaModel
+from medusa_core.distill_data import read_prompt_file
+from optimizer.accuracy import (
+    REFERENCE_PREFIX,
+    REFERENCE_TABLES,
+    AccuracyError,
+    AccuracyTable,
+    load_accuracy_table,
+    reference_table,
+    table_from_json,
+)
+
+from . import figures
+from .inputs import InputError, shown_in_page, upload_json, upload_text, write_download
+from .runtime import gpu_task
+from .store import ModelKey, ModelStore
+
+PROMPT_DIR = Path(__file__).resolve().parent.parent / "data" / "prompts"
+UPLOADED_PROMPTS = "uploaded"
+SESSION = "session"
+MAX_CALIBRATION_PROMPTS = 64
+REFERENCE_CHOICES = [(f"reference: Medusa-1 on {name} (paper)", REFERENCE_PREFIX + name) for name in REFERENCE_TABLES]
+
+
+@dataclass
+class HeadsTab:
+    heatmap: gr.Plot
+    info: gr.Markdown
+    refresh: Any  # handler: (key) -> (table, heatmap, info)
+    key_state: gr.State
+    accuracy_state: gr.State
+
+    def refresh_after(self, event: Any) -> None:
+        """Show the loaded heads' shipped table after `event` (page load, model load)."""
+        event.then(self.refresh, inputs=[self.key_state], outputs=[self.accuracy_state, self.heatmap, self.info], api_visibility="private")
+
+
+def builtin_prompt_sets() -> list[str]:
+    return sorted(p.stem for p in PROMPT_DIR.glob("*.txt"))
+
+
+def shipped_table(medusa: MedusaModel) -> AccuracyTable | None:
+    """The accuracy table stored beside the heads (accuracy.json or *accuracy*.json), if any."""
+    folder = Path(medusa.heads_name)
+    if not folder.is_dir():
+        return None
+    for path in [folder / "accuracy.json", *sorted(folder.glob("*accuracy*.json"))]:
+        if path.is_file():
+            return load_accuracy_table(path)
+    return None
+
+
+def table_info(table: AccuracyTable, origin: str) -> str:
+    top1 = ", ".join(f"{row[0]:.2f}" for row in table.acc)
+    samples = f"{table.samples} positions" if table.samples else "sample count not published"
+    source = f"<br><small>{table.source}</small>" if table.source else ""
+    return f"**{origin}** · {table.num_heads} heads · top_k {table.top_k} · {samples} · top-1 per head: {top1}{source}"
+
+
+def table_view(table: AccuracyTable, origin: str, cumulative: bool) -> tuple[AccuracyTable, Any, str]:
+    title = "Top-k accuracy per head" if cumulative else "Per-rank accuracy per head"
+    return table, figures.accuracy_heatmap(table.acc, cumulative, title), table_info(table, origin)
+
+
+def no_table_view(message: str) -> tuple[None, Any, str]:
+    return None, figures.empty_figure(message, 260), message
+
+
+def load_prompts(prompt_set: str, upload: str | None, count: float) -> list[str]:
+    if prompt_set == UPLOADED_PROMPTS:
+        prompts = [line.strip() for line in upload_text(upload, "prompt").splitlines() if line.strip()]
+        if not prompts:
+            raise InputError("the uploaded prompt file has no prompts (one prompt per line)")
+    elif prompt_set in builtin_prompt_sets():
+        prompts = read_prompt_file(PROMPT_DIR / f"{prompt_set}.txt")
+    else:
+        raise InputError(f"unknown prompt set {prompt_set!r}")
+    return prompts[: int(count)]
+
+
+def upload_accuracy(path: str | None) -> AccuracyTable:
+    """A medusa-accuracy/1 file from the user, validated."""
+    data = upload_json(path, "accuracy table")
+    try:
+        return table_from_json(data)
+    except AccuracyError as err:
+        raise InputError(str(err)) from err
+
+
+def make_handlers(store: ModelStore):
+    def show_loaded(key: ModelKey) -> tuple[AccuracyTable | None, Any, str]:
+        """The loaded heads' shipped table becomes the session's table (page load, model load)."""
+        medusa = store.get(key)
+        with shown_in_page("the shipped accuracy table is invalid"):
+            table = shipped_table(medusa)
+        if table is None:
+            return no_table_view("No measured table for these heads yet: run a calibration, upload a table or pick a reference.")
+        return table_view(table, f"measured table shipped with {medusa.heads_name}", False)
+
+    def show_table(source: str, cumulative: bool, session_table: AccuracyTable | None) -> tuple[Any, str]:
+        """Draw the session's table (shipped, calibrated or uploaded) or a reference table."""
+        with shown_in_page("cannot show that table"):
+            if source.startswith(REFERENCE_PREFIX):
+                _, heatmap, info = table_view(reference_table(source), "reference table", cumulative)
+                return heatmap, info
+        if session_table is None:
+            return no_table_view("Nothing measured for these heads yet: run a calibration or upload a table.")[1:]
+        _, heatmap, info = table_view(session_table, "this session's table", cumulative)
+        return heatmap, info
+
+    @gpu_task
+    def calibrate_heads(prompt_set: str, upload: str | None, count: float, max_new_tokens: float, top_k: float,
+                        key: ModelKey, progress: gr.Progress = gr.Progress()) -> tuple[AccuracyTable, Any, str, Any, str]:
+        """Measure the loaded heads' accuracy on a prompt set; the result becomes this session's table."""
+        from medusa_core.calibration import calibrate
+
+        with shown_in_page("calibration failed"):
+            prompts = load_prompts(prompt_set, upload, count)
+            medusa = store.get(key)
+            progress((0, len(prompts)), desc="calibrating", unit="prompts")
+            data = calibrate(medusa, prompts, int(max_new_tokens), int(top_k),
+                             progress=lambda done, total: progress((done, total), desc="calibrating", unit="prompts"))
+            table = table_from_json(data)
+        table, heatmap, info = table_view(table, f"calibrated on {len(prompts)} prompts of '{prompt_set}'", False)
+        return table, heatmap, info, gr.Dropdown(value=SESSION), write_download("accuracy.json", json.dumps(data))
+
+    def upload_table(path: str | None, cumulative: bool) -> tuple[AccuracyTable, Any, str, Any]:
+        """A medusa-accuracy/1 file becomes this session's table."""
+        with shown_in_page("invalid accuracy table"):
+            table = upload_accuracy(path)
+        table, heatmap, info = table_view(table, "uploaded table", cumulative)
+        return table, heatmap, info, gr.Dropdown(value=SESSION)
+
+    return show_loaded, show_table, calibrate_heads, upload_table
+
+
+def build_heads_tab(store: ModelStore, key_state: gr.State, accuracy_state: gr.State) -> HeadsTab:
+    show_loaded, show_table, calibrate_heads, upload_table = make_handlers(store)
+    with gr.Tab("Heads", id="heads"):
+        with gr.Row():
+            with gr.Column(scale=3):
+                source = gr.Dropdown([("this session's table (shipped with the heads, calibrated or uploaded)", SESSION), *REFERENCE_CHOICES],
+                                     value=SESSION, label="accuracy table", elem_id="accuracy-source")
+                cumulative = gr.Checkbox(False, label="show cumulative top-k accuracy")
+                info = gr.Markdown(elem_id="accuracy-info")
+                heatmap = gr.Plot(figures.empty_figure("Loading the heads' accuracy table…", 260), label="Per-head accuracy", elem_id="accuracy-heatmap")
+            with gr.Column(scale=2):
+                gr.Markdown("### Calibrate the loaded heads\nDecode a prompt set greedily and record where each head ranks the tokens the model really produced.")
+                prompt_set = gr.Dropdown([*builtin_prompt_sets(), UPLOADED_PROMPTS], value="calibration", label="prompt set")
+                prompt_file = gr.File(label="or upload prompts (.txt, one per line)", file_types=[".txt"], type="filepath", height=80)
+                with gr.Row():
+                    count = gr.Slider(1, MAX_CALIBRATION_PROMPTS, value=4, step=1, label="prompts")
+                    max_new_tokens = gr.Slider(8, 256, value=32, step=8, label="new tokens per prompt")
+                    top_k = gr.Slider(1, 20, value=10, step=1, label="top_k")
+                calibrate_button = gr.Button("Run calibration", variant="primary", elem_id="calibrate-button")
+                table_file = gr.File(label="accuracy table (medusa-accuracy/1)", interactive=False, height=80)
+                table_upload = gr.File(label="upload an accuracy table (.json)", file_types=[".json"], type="filepath", height=80, elem_id="accuracy-upload")
+    outputs = [accuracy_state, heatmap, info]
+    gr.on([source.input, cumulative.input], show_table, inputs=[source, cumulative, accuracy_state], outputs=[heatmap, info], api_name="accuracy_table")
+    calibrate_button.click(calibrate_heads, inputs=[prompt_set, prompt_file, count, max_new_tokens, top_k, key_state],
+                           outputs=[*outputs, source, table_file], api_name="calibrate", concurrency_id="heavy")
+    table_upload.upload(upload_table, inputs=[table_upload, cumulative], outputs=[*outputs, source], api_name="upload_accuracy")
+    prompt_file.upload(lambda: gr.Dropdown(value=UPLOADED_PROMPTS), outputs=[prompt_set], api_visibility="private")
+    return HeadsTab(heatmap, info, show_loaded, key_state, accuracy_state)

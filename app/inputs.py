@@ -1,0 +1,80 @@
+"""User input at the edge of the app: uploads (size-limited), downloads, and errors shown in the page."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import gradio as gr
+
+from medusa_core import HeadsLoadError, ModelLoadError, PromptTooLongError, TreeError
+
+from .runtime import MAX_UPLOAD_BYTES
+
+DOWNLOAD_ROOT = Path(tempfile.gettempdir()) / "medusa-explorer-downloads"
+DOWNLOAD_MAX_AGE_S = 3600
+
+
+class InputError(ValueError):
+    """Input the user can fix; the message says how."""
+
+
+# Errors whose message is meant for the user: shown as-is in the page.
+USER_ERRORS: tuple[type[Exception], ...] = (InputError, TreeError, PromptTooLongError, ModelLoadError, HeadsLoadError, ValueError)
+
+
+@contextmanager
+def shown_in_page(what: str) -> Iterator[None]:
+    """Turn a user-fixable error into a gr.Error (a message in the page; the app keeps serving)."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except USER_ERRORS as err:
+        raise gr.Error(f"{what}: {err}", title="Cannot do that") from err
+
+
+def upload_text(path: str | None, what: str, limit: int = MAX_UPLOAD_BYTES) -> str:
+    if not path:
+        raise InputError(f"no {what} file was uploaded")
+    file = Path(path)
+    size = file.stat().st_size
+    if size > limit:
+        raise InputError(f"the {what} file is {size / 1e6:.1f} MB; the limit is {limit / 1e6:.0f} MB")
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"the {what} file is not UTF-8 text") from err
+
+
+def upload_json(path: str | None, what: str) -> object:
+    text = upload_text(path, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"the {what} file is not valid JSON ({err})") from err
+
+
+def prune_downloads(now: float) -> None:
+    """Remove downloads older than an hour (another session may be pruning at the same time)."""
+    for old in DOWNLOAD_ROOT.glob("*/*"):
+        try:
+            if now - old.stat().st_mtime > DOWNLOAD_MAX_AGE_S:
+                old.unlink()
+                old.parent.rmdir()
+        except OSError:
+            continue
+
+
+def write_download(filename: str, content: str) -> str:
+    """Write a file for a download button under its own name; files older than an hour go."""
+    DOWNLOAD_ROOT.mkdir(parents=True, exist_ok=True)
+    prune_downloads(time.time())
+    folder = Path(tempfile.mkdtemp(dir=DOWNLOAD_ROOT))
+    path = folder / filename
+    path.write_text(content, encoding="utf-8")
+    return str(path)

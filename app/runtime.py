@@ -1,0 +1,70 @@
+"""Where and how the explorer runs: launch settings, queue limits and the ZeroGPU decorator."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any, Callable, TypeVar
+
+import gradio as gr
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+MAX_PROMPT_CHARS = 8000
+QUEUE_MAX_SIZE = 64
+
+CSS = """
+.medusa-text { white-space: pre-wrap; line-height: 1.9; font-size: 15px; min-height: 3em; }
+.medusa-text .tok { border-radius: 3px; padding: 1px 0; }
+.medusa-text .src-base { border-bottom: 3px solid #444; }
+.medusa-text .src-head { border-bottom: 3px solid var(--head-colour); font-weight: 600; }
+.medusa-legend { font-size: 12px; opacity: 0.85; margin-bottom: 6px; }
+.medusa-legend span { margin-right: 10px; padding: 0 4px; }
+"""
+
+
+def spaces_available() -> bool:
+    return importlib.util.find_spec("spaces") is not None
+
+
+def gpu_task(fn: F) -> F:
+    """Run `fn` on a ZeroGPU slice when the `spaces` package is importable, else call it plainly."""
+    if not spaces_available():
+        return fn
+    import spaces
+
+    return spaces.GPU(fn)
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def concurrency_limit() -> int:
+    """Decoding runs per device at once: a GPU interleaves a few; two CPU cores take two."""
+    configured = os.environ.get("MEDUSA_CONCURRENCY")
+    if configured:
+        return max(1, int(configured))
+    return 4 if cuda_available() else 2
+
+
+def server_name() -> str:
+    """127.0.0.1 unless configured (Hugging Face Spaces sets GRADIO_SERVER_NAME=0.0.0.0)."""
+    return os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
+
+
+def launch_kwargs() -> dict[str, Any]:
+    """Arguments for `Blocks.launch`: no share tunnel, bounded uploads, our theme and CSS."""
+    port = os.environ.get("GRADIO_SERVER_PORT")
+    return {
+        "server_name": server_name(),
+        "server_port": int(port) if port else None,
+        "share": False,
+        "max_file_size": MAX_UPLOAD_BYTES,
+        "theme": gr.themes.Soft(primary_hue="orange", secondary_hue="blue"),
+        "css": CSS,
+        "footer_links": ["api", "gradio"],
+    }

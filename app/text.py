@@ -1,0 +1,91 @@
+"""HTML and Markdown of the Explore tab: the coloured output text and the statistics panels."""
+
+from __future__ import annotations
+
+import html
+from typing import Sequence
+
+from medusa_core import GenerationRecord, StepRecord
+
+from .figures import BASE_COLOUR, depth_colour
+
+STEP_BACKGROUNDS = ("#fff1c1", "#d8eeff", "#e2f5d6", "#fde0e3", "#ebe2ff", "#ffe6cc")
+
+
+def step_background(step_index: int) -> str:
+    return STEP_BACKGROUNDS[step_index % len(STEP_BACKGROUNDS)]
+
+
+def token_source(position: int) -> str:
+    """Position 0 of a step's emitted tokens is the base model's root, position d is head d's."""
+    return "the base model" if position == 0 else f"head {position}"
+
+
+def step_spans(step_index: int, step: StepRecord) -> list[str]:
+    """One <span> per emitted token: background = step, underline colour = source."""
+    spans = []
+    for position, token_id in enumerate(step.emitted):
+        node = step.nodes[step.accepted[position]]
+        source = "src-base" if position == 0 else "src-head"
+        colour = BASE_COLOUR if position == 0 else depth_colour(position)
+        rank = "" if position == 0 else f", rank {node.rank}"
+        title = f"step {step_index + 1}: token {token_id} from {token_source(position)}{rank}"
+        spans.append(
+            f'<span class="tok {source}" data-step="{step_index + 1}" title="{html.escape(title)}" '
+            f'style="background:{step_background(step_index)};--head-colour:{colour}">{html.escape(node.text)}</span>'
+        )
+    return spans
+
+
+def legend_html(num_heads: int) -> str:
+    sources = [f'<span style="border-bottom:3px solid {BASE_COLOUR}">base model</span>'] + [
+        f'<span style="border-bottom:3px solid {depth_colour(h)};font-weight:600">head {h}</span>' for h in range(1, num_heads + 1)
+    ]
+    steps = "".join(f'<span style="background:{c}">&nbsp;</span>' for c in STEP_BACKGROUNDS[:4])
+    return f'<div class="medusa-legend">background: one colour per step {steps} · underline: {" ".join(sources)}</div>'
+
+
+def text_html(spans: Sequence[str], num_heads: int) -> str:
+    return f'{legend_html(num_heads)}<div class="medusa-text" id="medusa-output">{"".join(spans)}</div>'
+
+
+def live_stats_markdown(steps: Sequence[StepRecord], seconds: float) -> str:
+    tokens = sum(len(s.emitted) for s in steps)
+    per_step = tokens / max(1, len(steps))
+    speed = tokens / seconds if seconds > 0 else 0.0
+    return f"Generating… **{tokens}** tokens in **{len(steps)}** steps · **{per_step:.2f}** tokens/step · **{speed:.1f}** tokens/s"
+
+
+def stats_markdown(record: GenerationRecord, num_nodes: int) -> str:
+    return "\n".join([
+        "| tokens | steps | tokens / step | tokens / s | seconds | tree nodes | stop | device |",
+        "|---:|---:|---:|---:|---:|---:|---|---|",
+        f"| {len(record.tokens)} | {record.num_steps} | **{record.tokens_per_step:.2f}** | **{record.tokens_per_second:.1f}** "
+        f"| {record.seconds:.2f} | {num_nodes} | {record.stop_reason} | {record.device} {record.dtype} |",
+    ])
+
+
+def step_caption(step_index: int, step: StepRecord, total: int) -> str:
+    accepted_text = "".join(step.nodes[i].text for i in step.accepted[1:])
+    return (
+        f"**Step {step_index + 1} of {total}**: {len(step.nodes)} candidate tokens verified in one pass, "
+        f"{step.accepted_length} accepted from the heads ({html.escape(repr(accepted_text))}), "
+        f"{len(step.emitted)} emitted · {step.seconds * 1000:.0f} ms"
+    )
+
+
+def comparison_markdown(medusa: GenerationRecord, plain: GenerationRecord, greedy: bool) -> str:
+    speedup = medusa.tokens_per_second / plain.tokens_per_second if plain.tokens_per_second > 0 else 0.0
+    identical = medusa.tokens == plain.tokens
+    if greedy:
+        verdict = "✅ outputs identical" if identical else "❌ outputs differ"
+    else:
+        verdict = ("outputs identical" if identical else "outputs differ") + " (sampling: not expected to match)"
+    return "\n".join([
+        "| run | tokens | steps | tokens / step | tokens / s | seconds |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| Medusa | {len(medusa.tokens)} | {medusa.num_steps} | {medusa.tokens_per_step:.2f} | {medusa.tokens_per_second:.1f} | {medusa.seconds:.2f} |",
+        f"| plain decoding | {len(plain.tokens)} | {plain.num_steps} | {plain.tokens_per_step:.2f} | {plain.tokens_per_second:.1f} | {plain.seconds:.2f} |",
+        "",
+        f"**Speed-up: {speedup:.2f}x** · {verdict}",
+    ])

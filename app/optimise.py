@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import gradio as gr
 import numpy as np
+import optuna
 from optuna.trial import TrialState
 
 from medusa_core import preset_tree, validate_tree
@@ -40,6 +41,8 @@ LENGTH_MODELS = [("auto (replay when the table has rank vectors)", "auto"), ("in
 PROFILE_SIZES = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128)
 PROFILE_REPEATS = 3
 PRESET_NAMES = ("chain-4", "full-2x2", "full-2x3", "full-3x2", "mc_sim_7b_63")
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar reports trials; keep the server log quiet
+
 COMPARISON_HEADERS = ["tree", "nodes", "depth", "expected tokens/step", "predicted tokens/s", "fits engine"]
 
 

@@ -1,0 +1,206 @@
+"""Every public endpoint of the explorer through gradio_client, on the default model (in-process server)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gradio")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+from app import ModelStore, build_app, launch_kwargs, load_key  # noqa: E402
+from medusa_core import DecodeConfig, generate  # noqa: E402
+
+# gradio's own Dataframe code trips pandas 3 deprecation warnings; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
+
+PUBLIC_ENDPOINTS = {
+    "/load_model", "/generate", "/show_step", "/tree_mask", "/upload_tree", "/accuracy_table", "/calibrate",
+    "/upload_accuracy", "/optimise", "/latency_profile", "/optimise_upload_accuracy", "/use_in_explore",
+}
+TOKENS = 6
+
+
+@pytest.fixture(scope="module")
+def server():
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    store = ModelStore(load_key)
+    store.get()
+    demo = build_app(store=store)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    yield url, store
+    demo.close()
+
+
+@pytest.fixture
+def client(server):
+    return Client(server[0], verbose=False)
+
+
+def plain_tokens(store: ModelStore, prompt: str, tokens: int = TOKENS) -> list[int]:
+    return generate(store.get(), prompt, [], DecodeConfig(max_new_tokens=tokens)).tokens
+
+
+def run(client: Client, prompt: str, **settings) -> tuple:
+    args = dict(prompt=prompt, max_new_tokens=TOKENS, tree_choice="full-2x2") | settings
+    return client.predict(**args, api_name="/generate")
+
+
+def record_of(outputs: tuple) -> dict:
+    return json.loads(Path(outputs[-1]).read_text())
+
+
+def plot_traces(plot: dict) -> list[dict]:
+    assert plot["type"] == "plotly"
+    return json.loads(plot["plot"])["data"]
+
+
+def value(output):
+    """A component update (a dict from gradio_client) or a plain value -> the value."""
+    return output["value"] if isinstance(output, dict) and "__type__" in output else output
+
+
+def upload(tmp_path: Path, name: str, content: str) -> dict:
+    path = tmp_path / name
+    path.write_text(content)
+    return handle_file(str(path))
+
+
+def test_every_public_endpoint_is_listed(client):
+    assert set(client.view_api(return_format="dict", print_info=False)["named_endpoints"]) == PUBLIC_ENDPOINTS
+
+
+def test_generate_streams_a_lossless_run_with_tree_stats_and_record(server, client):
+    url, store = server
+    prompt = "Name three colours."
+    outputs = run(client, prompt, compare=True)
+    html, tree_plot, caption, slider, stats, stats_plot, comparison, _ = outputs
+    record = record_of(outputs)
+    assert record["format"] == "medusa-generation/1" and record["prompt"] == prompt
+    assert record["tokens"] == plain_tokens(store, prompt)
+    assert html.count('class="tok ') == len(record["tokens"])
+    names = [t.get("name") for t in plot_traces(tree_plot)]
+    assert "accepted path" in names and "root (base model)" in names
+    assert f"of {record['num_steps']}**" in caption
+    assert slider["maximum"] == max(record["num_steps"], 2) and slider["interactive"] == (record["num_steps"] > 1)
+    assert "tokens / step" in stats and len(plot_traces(stats_plot)) == 2
+    assert "Speed-up" in comparison and "outputs identical" in comparison
+
+
+def test_two_clients_generating_at_once_each_get_their_own_result(server):
+    url, store = server
+    prompts = ["What is the capital of France?", "Write a haiku about the sea."]
+    clients = [Client(url, verbose=False) for _ in prompts]
+    jobs = [c.submit(prompt=p, max_new_tokens=TOKENS, tree_choice="chain-4", api_name="/generate") for c, p in zip(clients, prompts)]
+    for prompt, job in zip(prompts, jobs):
+        record = record_of(job.result(timeout=300))
+        assert record["prompt"] == prompt
+        assert record["tokens"] == plain_tokens(store, prompt)
+
+
+def test_show_step_scrubs_the_sessions_last_run(client):
+    outputs = run(client, "Say hello.")
+    steps = record_of(outputs)["num_steps"]
+    plot, caption = client.predict(1, "probability", api_name="/show_step")
+    assert caption.startswith(f"**Step 1 of {steps}**")
+    assert any(t.get("name") == "nodes" for t in plot_traces(plot))
+
+
+def test_show_step_before_any_run_is_a_clear_error(client):
+    with pytest.raises(AppError, match="Run a prompt first"):
+        client.predict(1, "depth", api_name="/show_step")
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (dict(prompt="   "), "prompt is empty"),
+        (dict(prompt="x" * 9000), "limit is 8000"),
+        (dict(tree_choice="optimised"), "no optimised tree yet"),
+        (dict(tree_choice="uploaded"), "no tree file uploaded"),
+        (dict(mode="typical", temperature=0), "less than minimum value"),
+    ],
+)
+def test_bad_generate_input_is_a_clear_error(client, settings, message):
+    with pytest.raises(AppError, match=message):
+        run(client, **({"prompt": "Hi"} | settings))
+
+
+def test_uploaded_tree_is_validated_then_used(client, tmp_path):
+    with pytest.raises(AppError, match="no parent"):
+        client.predict(upload(tmp_path, "bad.json", json.dumps({"format": "medusa-tree/1", "paths": [[0, 0]]})), api_name="/upload_tree")
+    with pytest.raises(AppError, match="not valid JSON"):
+        client.predict(upload(tmp_path, "broken.json", "{"), api_name="/upload_tree")
+    choice, info = client.predict(upload(tmp_path, "tree.json", json.dumps([[0], [1], [0, 0]])), api_name="/upload_tree")
+    assert value(choice) == "uploaded" and "3 nodes" in info
+    record = record_of(run(client, "Hi", tree_choice="uploaded"))
+    assert record["tree"] == [[0], [1], [0, 0]]
+
+
+def test_tree_mask_of_a_preset(client):
+    plot, info = client.predict("full-2x2", api_name="/tree_mask")
+    heatmap = plot_traces(plot)[0]
+    assert heatmap["type"] == "heatmap" and len(heatmap["x"]) == 7
+    assert "**6** candidate nodes" in info
+
+
+def test_unknown_model_is_an_error_and_the_app_keeps_serving(client):
+    with pytest.raises(AppError, match="cannot load"):
+        client.predict("/no/such/model", "random", "cpu", api_name="/load_model")
+    assert record_of(run(client, "Hi"))["tokens"]
+
+
+def test_load_model_reports_the_device(server, client):
+    status = client.predict(server[1].default.model, server[1].default.heads, "auto", api_name="/load_model")
+    assert "device **cpu**" in status or "device **cuda" in status
+
+
+def test_reference_accuracy_table(client):
+    plot, info = client.predict("reference:vicuna-7b", True, api_name="/accuracy_table")
+    assert plot_traces(plot)[0]["type"] == "heatmap" and "top-1 per head: 0.56" in info
+
+
+def test_accuracy_upload_validation(client, tmp_path):
+    bad = {"format": "medusa-accuracy/1", "top_k": 2, "acc": [[0.9, 0.5]]}
+    with pytest.raises(AppError, match="sums to"):
+        client.predict(upload(tmp_path, "acc.json", json.dumps(bad)), False, api_name="/upload_accuracy")
+    good = {"format": "medusa-accuracy/1", "top_k": 2, "acc": [[0.6, 0.2], [0.4, 0.1]]}
+    plot, info, source = client.predict(upload(tmp_path, "acc.json", json.dumps(good)), False, api_name="/upload_accuracy")
+    assert value(source) == "session" and "2 heads" in info
+
+
+def test_calibrate_on_an_uploaded_prompt_file(client, tmp_path):
+    prompts = upload(tmp_path, "prompts.txt", "Say yes.\n\nCount to three.\n")
+    plot, info, source, table_file = client.predict("uploaded", prompts, 2, 8, 5, api_name="/calibrate")
+    table = json.loads(Path(table_file).read_text())
+    assert table["format"] == "medusa-accuracy/1" and table["top_k"] == 5 and table["samples"] > 0
+    assert value(source) == "session" and "calibrated on 2 prompts" in info
+
+
+def test_optimise_exports_and_use_in_explore(client):
+    summary, best, history, pareto, curve, comparison, *downloads = client.predict(
+        source="reference:vicuna-7b", budget=8, objective="length-vs-nodes", trials=20, api_name="/optimise"
+    )
+    assert "Best tree" in summary and "exact optimum" in summary
+    assert {row[0] for row in comparison["data"]} >= {"best found", "exact optimum", "mc_sim_7b_63"}
+    assert any(t.get("name") == "Pareto front" for t in plot_traces(pareto))
+    assert any(t.get("name") == "exact optimum E(N)" for t in plot_traces(curve))
+    tree_file = json.loads(Path(value(downloads[0])).read_text())
+    assert tree_file["format"] == "medusa-tree/1" and 1 <= len(tree_file["paths"]) <= 8
+    choice, note = client.predict(api_name="/use_in_explore")
+    assert value(choice) == "optimised" and "in use" in note
+    record = record_of(run(client, "Hi", tree_choice="optimised"))
+    assert len(record["tree"]) <= 8
+
+
+def test_speed_objective_needs_and_uses_a_latency_profile(client):
+    with pytest.raises(AppError, match="latency profile"):
+        client.predict(source="reference:vicuna-7b", budget=8, objective="speed", trials=5, api_name="/optimise")
+    plot, note = client.predict(api_name="/latency_profile")
+    assert "per pass" in note
+    summary, *_ = client.predict(source="reference:vicuna-7b", budget=8, objective="speed", trials=5, api_name="/optimise")
+    assert "tokens per second" in summary

@@ -1,0 +1,105 @@
+"""Figures and text of the explorer, from plain data (no model, no server)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gradio")
+
+from app import figures
+from app.text import comparison_markdown, step_spans
+from medusa_core import GenerationRecord, Node, StepRecord, build_tree_buffers, preset_tree
+
+
+def step_of(paths: list[tuple[int, ...]], accepted: list[int]) -> StepRecord:
+    buffers = build_tree_buffers(paths)
+    nodes = [
+        Node(100 + i, f"t{i}", int(d), int(r), 0.5, int(p))
+        for i, (d, r, p) in enumerate(zip(buffers.depth.tolist(), buffers.rank.tolist(), buffers.parent.tolist()))
+    ]
+    return StepRecord(nodes, accepted, [nodes[i].token_id for i in accepted], 0.01)
+
+
+def test_tidy_layout_centres_parents_and_separates_leaves():
+    paths = preset_tree("mc_sim_7b_63")
+    parents = build_tree_buffers(paths).parent.tolist()
+    x = figures.tidy_layout(parents)
+    children = figures.children_of(parents)
+    for node, kids in enumerate(children):
+        if kids:
+            assert x[node] == pytest.approx((x[kids[0]] + x[kids[-1]]) / 2)
+            assert list(x[kids]) == sorted(x[kids])  # rank order left to right
+    depths = build_tree_buffers(paths).depth.numpy()
+    for depth in set(depths.tolist()):
+        level = np.sort(x[depths == depth])
+        assert np.all(np.diff(level) > 0), "two nodes of one level overlap"
+
+
+def test_tree_figure_highlights_the_accepted_path_and_fades_the_rest():
+    step = step_of(list(preset_tree("full-2x2")), accepted=[0, 1, 3])
+    fig = figures.tree_figure(figures.step_tree_view(step.nodes, step.accepted))
+    names = [t.name for t in fig.data]
+    accepted_edges = fig.data[names.index("accepted path")]
+    assert [v for v in accepted_edges.x if v is not None] != []
+    ring = fig.data[names.index("accepted nodes")]
+    assert len(ring.x) == 3
+    opacities = [o for t in fig.data if t.name.startswith(("root", "head")) for o in t.marker.opacity]
+    assert sorted(opacities).count(1.0) == 3 and min(opacities) == figures.FADED_OPACITY
+    hovers = [h for t in fig.data if t.hovertext for h in t.hovertext]
+    assert any("token id 101" in h and "rank 0" in h and "probability 0.500" in h for h in hovers)
+
+
+def test_tree_figure_colours_by_probability_with_a_colour_bar():
+    step = step_of(list(preset_tree("chain-3")), accepted=[0])
+    fig = figures.tree_figure(figures.step_tree_view(step.nodes, step.accepted), "probability")
+    nodes = [t for t in fig.data if t.name == "nodes"][0]
+    assert list(nodes.marker.color) == [0.5] * 4 and nodes.marker.colorbar.title.text == "p"
+
+
+def test_single_root_tree_draws():
+    step = step_of([], accepted=[0])
+    fig = figures.tree_figure(figures.step_tree_view(step.nodes, step.accepted))
+    assert len([t for t in fig.data if t.name == "root (base model)"][0].x) == 1
+
+
+def test_mask_figure_is_the_ancestor_mask():
+    paths = preset_tree("full-2x2")
+    mask = build_tree_buffers(paths).ancestor_mask.numpy()
+    fig = figures.mask_figure(mask, paths)
+    assert np.array_equal(np.asarray(fig.data[0].z), mask.astype(int))
+    assert list(fig.data[0].x) == ["root", "0", "1", "0·0", "0·1", "1·0", "1·1"]
+
+
+def test_per_head_acceptance_and_stats_figure():
+    assert figures.per_head_acceptance([0, 1, 2, 2], 3) == [0.75, 0.5, 0.0]
+    fig = figures.stats_figure([0, 1, 2, 2], 3)
+    assert list(fig.data[0].y) == [1, 1, 2, 0]
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    points = [(1, 1.5), (2, 1.4), (2, 1.8), (3, 1.8), (4, 2.1)]
+    assert figures.pareto_front(points) == [(1, 1.5), (2, 1.8), (4, 2.1)]
+
+
+def test_accuracy_heatmap_cumulative():
+    fig = figures.accuracy_heatmap([[0.5, 0.2], [0.3, 0.1]], cumulative=True)
+    assert np.allclose(fig.data[0].z, [[0.5, 0.7], [0.3, 0.4]])
+
+
+def test_step_spans_mark_step_and_source():
+    step = step_of(list(preset_tree("chain-3")), accepted=[0, 1, 2])
+    spans = step_spans(4, step)
+    assert len(spans) == 3
+    assert 'data-step="5"' in spans[0] and "src-base" in spans[0] and "the base model" in spans[0]
+    assert "src-head" in spans[2] and "head 2" in spans[2]
+
+
+def record(tokens: list[int], seconds: float) -> GenerationRecord:
+    return GenerationRecord("m", "h", "cpu", "float32", [], {}, "p", [1], tokens, "", [], seconds, "eos")
+
+
+def test_comparison_reports_speed_up_and_identity():
+    text = comparison_markdown(record([1, 2, 3, 4], 1.0), record([1, 2, 3, 4], 2.0), greedy=True)
+    assert "Speed-up: 2.00x" in text and "outputs identical" in text
+    assert "outputs differ" in comparison_markdown(record([1, 2], 1.0), record([1, 3], 1.0), greedy=True)

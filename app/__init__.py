@@ -16,7 +16,7 @@ from .store import Loader, ModelKey, ModelStore, load_key
 
 __all__ = ["Loader", "ModelKey", "ModelStore", "build_app", "launch_kwargs", "load_key"]
 
-INTRO = """# 🐍 Medusa Explorer
+INTRO = """# Medusa Explorer
 Medusa heads guess several future tokens at once; the base model verifies a whole **tree** of guesses in
 one forward pass and keeps the longest path it agrees with. Run a prompt to watch each step's tree,
 measure the heads' accuracy, and search for the best tree for this hardware."""

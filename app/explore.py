@@ -27,7 +27,7 @@ from . import figures
 from .inputs import InputError, shown_in_page, upload_json, write_download
 from .runtime import MAX_PROMPT_CHARS, gpu_task
 from .store import ModelKey, ModelStore
-from .text import comparison_markdown, live_stats_markdown, stats_markdown, step_caption, step_spans, text_html
+from .text import comparison_markdown, stat_cards, live_stats_html, stats_html, step_caption, step_spans, text_html
 
 Path_ = tuple[int, ...]
 
@@ -165,11 +165,11 @@ def stream_run(medusa: MedusaModel, prompt: str, tree: tuple[Path_, ...], config
             run = RunView(tuple(steps))
             figure, caption = step_figure(run, run.num_steps, colour_by)
             yield (text_html(spans, medusa.num_heads), figure, caption, skip,
-                   live_stats_markdown(steps, now - start), skip, skip, skip, skip)
+                   live_stats_html(steps, now - start), skip, skip, skip, skip)
     assert record is not None
     run = RunView(tuple(steps))
     figure, caption = step_figure(run, run.num_steps, colour_by)
-    stats = stats_markdown(record, len(tree))
+    stats = stats_html(record, len(tree))
     stats_plot = figures.stats_figure([s.accepted_length for s in steps], medusa.num_heads)
     comparison = "Plain decoding running for the comparison…" if compare else ""
     outputs = [text_html(spans, medusa.num_heads), figure, caption, finished_slider(run.num_steps),
@@ -208,22 +208,22 @@ def upload_tree(path: str | None) -> tuple[tuple[Path_, ...], gr.Dropdown, str]:
 
 
 def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: gr.State) -> ExploreTab:
-    uploaded_state = gr.State(None)
-    run_state = gr.State(None)
-    with gr.Tab("Explore", id="explore") as tab:
+    with gr.Tab("Explore", id="explore") as tab:  # states inside the tab: a Tabs child that is no tab breaks the tab bar
+        uploaded_state = gr.State(None)
+        run_state = gr.State(None)
         with gr.Row():
             with gr.Column(scale=2):
                 prompt = gr.Textbox(label="Prompt (the chat template is applied)", value=EXAMPLE_PROMPT, lines=3, max_length=MAX_PROMPT_CHARS, elem_id="prompt")
-                with gr.Row():
-                    run_button = gr.Button("Run", variant="primary", elem_id="run-button", scale=2)
-                    compare = gr.Checkbox(label="also run plain decoding (speed-up, outputs identical?)", value=False, elem_id="compare", scale=3)
+                with gr.Row(equal_height=True):
+                    run_button = gr.Button("Run", variant="primary", elem_id="run-button", scale=1)
+                    max_new_tokens = gr.Slider(1, 512, value=64, step=1, label="max new tokens", elem_id="max-new-tokens", scale=2)
+                    compare = gr.Checkbox(label="also run plain decoding (speed-up, outputs identical?)", value=False, elem_id="compare", scale=2)
             with gr.Column(scale=1):
                 tree_choice = gr.Dropdown(TREE_CHOICES, value=HEADS_DEFAULT, label="Candidate tree", elem_id="tree-choice")
                 tree_file = gr.File(label="Upload a tree file (medusa-tree/1 JSON)", file_types=[".json"], type="filepath", height=90, elem_id="tree-upload")
-                tree_info = gr.Markdown(elem_id="tree-info")
+                tree_info = gr.Markdown(label="tree", elem_id="tree-info")
         with gr.Accordion("Decoding settings", open=False):
             with gr.Row():
-                max_new_tokens = gr.Slider(1, 512, value=64, step=1, label="max new tokens", elem_id="max-new-tokens")
                 mode = gr.Radio(["greedy", "typical"], value="greedy", label="acceptance", info="greedy is lossless; typical samples")
                 seed = gr.Number(value=0, precision=0, label="seed")
             with gr.Row():
@@ -237,11 +237,11 @@ def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: g
                 with gr.Row():
                     step_slider = gr.Slider(1, 2, value=1, step=1, label="Step (scrub after the run)", interactive=False, elem_id="step-slider", scale=3)
                     colour_by = gr.Radio(["depth", "probability"], value="depth", label="node colour", scale=1)
-                caption = gr.Markdown(elem_id="step-caption")
+                caption = gr.Markdown(label="step", elem_id="step-caption")
             with gr.Column(scale=2):
-                stats = gr.Markdown("Statistics appear here after a run.", elem_id="stats")
+                stats = gr.HTML(stat_cards([("tokens / step", "–"), ("tokens / s", "–")], "statistics of the run appear here"), label="statistics", elem_id="stats")
                 stats_plot = gr.Plot(figures.empty_figure("Acceptance statistics", 300), label="Acceptance", elem_id="stats-plot")
-                comparison = gr.Markdown(elem_id="comparison")
+                comparison = gr.Markdown(label="comparison with plain decoding", elem_id="comparison")
                 record_file = gr.File(label="Generation record (JSON)", interactive=False, elem_id="record-file", height=80)
         with gr.Accordion("Tree attention mask of the chosen tree", open=False):
             mask_plot = gr.Plot(label="Tree attention mask", elem_id="mask-plot")
@@ -254,7 +254,9 @@ def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: g
         outputs=[output, tree_plot, caption, step_slider, stats, stats_plot, comparison, record_file, run_state],
         api_name="generate",
     )
-    step_slider.release(show_step, inputs=[step_slider, colour_by, run_state], outputs=[tree_plot, caption], api_name="show_step")
+    # input: dragging, arrow keys and the number box (release would miss the keyboard); the latest value wins.
+    step_slider.input(show_step, inputs=[step_slider, colour_by, run_state], outputs=[tree_plot, caption], api_name="show_step",
+                      trigger_mode="always_last", show_progress="hidden")
     colour_by.input(show_step, inputs=[step_slider, colour_by, run_state], outputs=[tree_plot, caption], api_visibility="private")
     tree_choice.change(tree_mask, inputs=mask_inputs, outputs=[mask_plot, tree_info], api_name="tree_mask")
     tree_file.upload(upload_tree, inputs=[tree_file], outputs=[uploaded_state, tree_choice, tree_info], api_name="upload_tree").then(

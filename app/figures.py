@@ -256,7 +256,7 @@ def stats_figure(accepted_lengths: Sequence[int], num_heads: int) -> go.Figure:
     """Histogram of tokens per step and the per-head acceptance rate of one run."""
     tokens = np.asarray(accepted_lengths, dtype=int) + 1
     counts = np.bincount(tokens, minlength=num_heads + 2)[1:]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Tokens per step (accepted length + 1)", "Per-head acceptance rate"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("tokens per step", "per-head acceptance"))
     fig.add_trace(go.Bar(x=list(range(1, len(counts) + 1)), y=counts, marker_color=ACCEPT_COLOUR, name="steps",
                          hovertemplate="%{y} steps emitted %{x} tokens<extra></extra>"), row=1, col=1)
     rates = per_head_acceptance(accepted_lengths, num_heads)

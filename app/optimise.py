@@ -193,9 +193,9 @@ def make_handlers(store: ModelStore):
 def build_optimise_tab(store: ModelStore, key_state: gr.State, accuracy_state: gr.State, optimised_state: gr.State,
                        explore: ExploreTab, tabs: gr.Tabs) -> None:
     optimise, measure_profile, upload_table, use_in_explore = make_handlers(store)
-    profile_state = gr.State(None)
-    best_state = gr.State(None)
     with gr.Tab("Optimise", id="optimise"):
+        profile_state = gr.State(None)
+        best_state = gr.State(None)
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
                 source = gr.Dropdown([("this session's table (Heads tab)", SESSION), *REFERENCE_CHOICES], value=SESSION, label="accuracy table", elem_id="optimise-source")

@@ -21,6 +21,11 @@ CSS = """
 .medusa-text .src-head { border-bottom: 3px solid var(--head-colour); font-weight: 600; }
 .medusa-legend { font-size: 12px; opacity: 0.85; margin-bottom: 6px; }
 .medusa-legend span { margin-right: 10px; padding: 0 4px; }
+.medusa-stats { display: flex; flex-wrap: wrap; gap: 8px; }
+.medusa-stats .card { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 6px 12px; min-width: 84px; }
+.medusa-stats .card .v { font-size: 20px; font-weight: 700; }
+.medusa-stats .card .k { font-size: 11px; opacity: 0.7; }
+.medusa-note { font-size: 12px; opacity: 0.7; margin-top: 4px; }
 """
 
 

@@ -49,19 +49,30 @@ def text_html(spans: Sequence[str], num_heads: int) -> str:
     return f'{legend_html(num_heads)}<div class="medusa-text" id="medusa-output">{"".join(spans)}</div>'
 
 
-def live_stats_markdown(steps: Sequence[StepRecord], seconds: float) -> str:
+def stat_cards(items: Sequence[tuple[str, str]], note: str = "") -> str:
+    cards = "".join(f'<div class="card"><div class="v">{html.escape(v)}</div><div class="k">{html.escape(k)}</div></div>' for k, v in items)
+    return f'<div class="medusa-stats">{cards}</div>' + (f'<div class="medusa-note">{html.escape(note)}</div>' if note else "")
+
+
+def live_stats_html(steps: Sequence[StepRecord], seconds: float) -> str:
     tokens = sum(len(s.emitted) for s in steps)
-    per_step = tokens / max(1, len(steps))
     speed = tokens / seconds if seconds > 0 else 0.0
-    return f"Generating… **{tokens}** tokens in **{len(steps)}** steps · **{per_step:.2f}** tokens/step · **{speed:.1f}** tokens/s"
+    return stat_cards(
+        [("tokens", str(tokens)), ("steps", str(len(steps))), ("tokens / step", f"{tokens / max(1, len(steps)):.2f}"), ("tokens / s", f"{speed:.1f}")],
+        "generating…",
+    )
 
 
-def stats_markdown(record: GenerationRecord, num_nodes: int) -> str:
-    return "\n".join([
-        "| tokens | steps | tokens / step | tokens / s | seconds | tree nodes | stop | device |",
-        "|---:|---:|---:|---:|---:|---:|---|---|",
-        f"| {len(record.tokens)} | {record.num_steps} | **{record.tokens_per_step:.2f}** | **{record.tokens_per_second:.1f}** "
-        f"| {record.seconds:.2f} | {num_nodes} | {record.stop_reason} | {record.device} {record.dtype} |",
+def stats_html(record: GenerationRecord, num_nodes: int) -> str:
+    return stat_cards([
+        ("tokens / step", f"{record.tokens_per_step:.2f}"),
+        ("tokens / s", f"{record.tokens_per_second:.1f}"),
+        ("tokens", str(len(record.tokens))),
+        ("steps", str(record.num_steps)),
+        ("seconds", f"{record.seconds:.2f}"),
+        ("tree nodes", str(num_nodes)),
+        ("stopped at", record.stop_reason.replace("_", " ")),
+        ("device", f"{record.device} {record.dtype}"),
     ])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Callable
 
 from tqdm import tqdm
@@ -99,10 +100,12 @@ def train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-heads", type=int, default=4)
     p.add_argument("--num-layers", type=int, default=1)
     p.add_argument("--max-new-tokens", type=int, default=192, help="length of the self-distilled answers")
+    p.add_argument("--gen-batch-size", type=int, default=48, help="prompts generated at once for the distillation text")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=50, help="steps between resumable checkpoints")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -114,23 +117,52 @@ def run_train(args: argparse.Namespace) -> int:
         num_heads=args.num_heads,
         num_layers=args.num_layers,
         max_new_tokens=args.max_new_tokens,
+        gen_batch_size=args.gen_batch_size,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
         seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
     )
     read_prompt_file(config.prompts)  # fail on a bad file before loading the model
     base = load_base_model(args.model, args.device, args.dtype)
     bar = Bar()
-    _, acc = train_heads(base, config, bar)
+    result = train_heads(base, config, bar)
     bar.close()
+    acc = result.accuracy
+    if result.resumed_from_step:
+        print(f"resumed from step {result.resumed_from_step} of {result.steps}")
     print(f"heads saved to {config.out}; validation on {acc.samples} positions:")
     for k, (t1, t5) in enumerate(zip(acc.top1, acc.top5)):
         print(f"  head {k}: top-1 {t1:.3f}  top-5 {t5:.3f}")
     return 0
 
 
+# calibrate --------------------------------------------------------------------------------
+def calibrate_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    p.add_argument("--prompts", required=True, help="calibration prompts, one per line")
+    p.add_argument("--out", required=True, help="accuracy table to write (medusa-accuracy/1 JSON)")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--top-k", type=int, default=10)
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from .calibration import calibrate
+
+    prompts = read_prompt_file(args.prompts)
+    medusa = load_medusa(args.model, args.heads, args.device, args.dtype)
+    with tqdm(total=len(prompts), desc="calibrate") as bar:
+        table = calibrate(medusa, prompts, args.max_new_tokens, args.top_k, lambda done, _: bar.update(done - bar.n))
+    Path(args.out).write_text(json.dumps(table))
+    print(f"{table['samples']} positions from {len(prompts)} prompts -> {args.out}")
+    for k, row in enumerate(table["acc"]):
+        print(f"  head {k}: top-1 {row[0]:.3f}  top-5 {sum(row[:5]):.3f}")
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "generate": (generate_args, run_generate),
     "train-heads": (train_args, run_train),
+    "calibrate": (calibrate_args, run_calibrate),
 }

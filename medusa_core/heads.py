@@ -42,12 +42,13 @@ class HeadsConfig:
 
 
 class ResBlock(nn.Module):
-    """x + SiLU(W x + b); W starts at zero so a new head is the identity on h_t."""
+    """x + SiLU(W x + b); W and b start at zero so a new head is exactly the identity on h_t."""
 
     def __init__(self, hidden_size: int) -> None:
         super().__init__()
         self.linear = nn.Linear(hidden_size, hidden_size)
         nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + nn.functional.silu(self.linear(x))

@@ -42,7 +42,7 @@ class TrainConfig:
     num_heads: int = 4
     num_layers: int = 1
     max_new_tokens: int = 192
-    gen_batch_size: int = 16
+    gen_batch_size: int = 48
     epochs: int = 2
     batch_size: int = 64
     lr: float = 1e-3
@@ -137,7 +137,15 @@ def lr_at(step: int, total: int, base_lr: float) -> float:
     return base_lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
 
-def train_heads(base: BaseModel, config: TrainConfig, stage: Stage | None = None) -> tuple[MedusaHeads, HeadAccuracy]:
+@dataclass(frozen=True)
+class TrainResult:
+    heads: MedusaHeads
+    accuracy: HeadAccuracy
+    resumed_from_step: int  # 0 for a fresh run
+    steps: int
+
+
+def train_heads(base: BaseModel, config: TrainConfig, stage: Stage | None = None) -> TrainResult:
     """Train heads, resuming from the checkpoint in `config.out` if there is one."""
     torch.manual_seed(config.seed)
     cache = prepare_hidden_cache(base, config, stage)
@@ -162,6 +170,7 @@ def train_heads(base: BaseModel, config: TrainConfig, stage: Stage | None = None
         heads.load_state_dict(ckpt["heads"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step = int(ckpt["step"])
+    resumed_from = step
 
     steps_per_epoch = math.ceil(train_rows.shape[0] / config.batch_size)
     total = steps_per_epoch * config.epochs
@@ -191,4 +200,4 @@ def train_heads(base: BaseModel, config: TrainConfig, stage: Stage | None = None
     card = {"training": asdict(config) | {"train_positions": int(train_rows.shape[0]), "steps": total}, "validation": asdict(accuracy)}
     save_heads(heads, out, extra={"medusa_explorer_training": card})
     (out / "training.json").write_text(json.dumps(card, indent=1))
-    return heads, accuracy
+    return TrainResult(heads, accuracy, resumed_from, total)

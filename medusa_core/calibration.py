@@ -1,0 +1,76 @@
+"""Per-head accuracy: where the base model's true future tokens rank in each head's guesses.
+
+For every position t of a greedy continuation (the last prompt token onward), head k's rank of
+the token the model really produced at t+k+2 is recorded. The table (medusa-accuracy/1) holds
+acc[k][r] = P(rank == r) and the per-position rank vectors for empirical replay.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from transformers import DynamicCache
+
+from .decoding import DecodeConfig, generate
+from .distill_data import encode_prompts
+from .models import MedusaModel
+from .tree_attention import forward_hidden
+
+ACCURACY_FORMAT = "medusa-accuracy/1"
+
+
+def head_ranks(medusa: MedusaModel, tokens: Sequence[int], start: int) -> torch.Tensor:
+    """Ranks [T, K] of the true tokens t+k+2 in head k's logits, for t = start.. with all K
+    targets present. Ranks are exact (count of strictly higher logits), so ties favour the truth."""
+    k = medusa.num_heads
+    ids = torch.tensor(tokens, device=medusa.base.device)  # [L]
+    cache = DynamicCache(config=medusa.base.model.config)
+    hidden = forward_hidden(medusa.base.model, ids[None], cache, torch.arange(len(tokens), device=ids.device)[None])
+    t = torch.arange(start, len(tokens) - k - 1, device=ids.device)  # [T] positions with every target
+    if t.numel() == 0:
+        return torch.empty(0, k, dtype=torch.long)
+    logits = medusa.heads(hidden[t], medusa.base.model.get_output_embeddings())  # [K, T, V]
+    targets = torch.stack([ids[t + j + 2] for j in range(k)])  # [K, T]
+    true_logit = logits.gather(-1, targets[..., None])  # [K, T, 1]
+    return (logits > true_logit).sum(-1).T.cpu()  # [T, K]
+
+
+def accuracy_table(ranks: torch.Tensor, top_k: int, model: str, heads: str) -> dict:
+    """ranks [N, K] -> the medusa-accuracy/1 table; ranks >= top_k are stored as top_k."""
+    clipped = ranks.clamp(max=top_k)
+    k = ranks.shape[1]
+    acc = [[float((clipped[:, h] == r).float().mean()) if len(ranks) else 0.0 for r in range(top_k)] for h in range(k)]
+    return {
+        "format": ACCURACY_FORMAT,
+        "model": model,
+        "heads": heads,
+        "top_k": top_k,
+        "samples": int(ranks.shape[0]),
+        "acc": acc,
+        "ranks": clipped.tolist(),
+    }
+
+
+def calibrate(
+    medusa: MedusaModel,
+    prompts: Sequence[str],
+    max_new_tokens: int = 128,
+    top_k: int = 10,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Decode each prompt greedily (losslessly, with the heads' default tree) and rank."""
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    encoded = encode_prompts(medusa.base, prompts, max_new_tokens)
+    all_ranks = []
+    with torch.inference_mode():
+        for i, (prompt, ids) in enumerate(zip(prompts, encoded)):
+            record = generate(medusa, prompt, None, DecodeConfig(max_new_tokens, trace_text=False), prompt_ids=ids)
+            all_ranks.append(head_ranks(medusa, ids + record.tokens, len(ids) - 1))
+            if progress:
+                progress(i + 1, len(prompts))
+    ranks = torch.cat(all_ranks) if all_ranks else torch.empty(0, medusa.num_heads, dtype=torch.long)
+    if ranks.shape[0] == 0:
+        raise ValueError("calibration produced no positions: the continuations were too short")
+    return accuracy_table(ranks, top_k, medusa.base.model_id, medusa.heads_name)

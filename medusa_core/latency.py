@@ -1,0 +1,56 @@
+"""A tree-verification forward pass of a chosen size, for latency profiles of the hardware."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .device import synchronize
+from .models import BaseModel, load_base_model
+from .tree_attention import prefill, verify_tree
+from .trees import build_tree_buffers, full_tree
+
+
+def tree_of_size(n_tokens: int, branching: int = 4) -> list[tuple[int, ...]]:
+    """The first n_tokens - 1 nodes of a breadth-first `branching`-ary tree (root implicit)."""
+    depth = 1
+    while len(full_tree(branching, depth)) < n_tokens - 1:
+        depth += 1
+    return list(full_tree(branching, depth)[: n_tokens - 1])
+
+
+def tree_forward_fn(base: BaseModel, prefix_len: int = 200, seed: int = 0) -> Callable[[int], None]:
+    """forward(n) runs one verification pass of an n-token tree over a prefix_len-token cache."""
+    gen = torch.Generator().manual_seed(seed)
+    vocab = base.vocab_size
+    prefix = torch.randint(0, vocab, (prefix_len,), generator=gen).to(base.device)
+    with torch.inference_mode():
+        cache, _ = prefill(base.model, prefix)
+    buffers_by_size = {}
+
+    def forward(n_tokens: int) -> None:
+        if n_tokens not in buffers_by_size:
+            buffers_by_size[n_tokens] = build_tree_buffers(tree_of_size(n_tokens)).to(base.device)
+        buffers = buffers_by_size[n_tokens]
+        tokens = torch.randint(0, vocab, (n_tokens,), generator=gen).to(base.device)
+        with torch.inference_mode():
+            hidden = verify_tree(base.model, cache, tokens, buffers, prefix_len)
+            base.model.get_output_embeddings()(hidden)
+            cache.crop(prefix_len - cache.get_seq_length())
+        synchronize(base.device)
+
+    return forward
+
+
+def make_tree_forward(model_spec: str | None, device: str = "auto", dtype: str = "auto", prefix_len: int = 200) -> tuple[Callable[[int], None], dict]:
+    base = load_base_model(model_spec, device, dtype)
+    info = {
+        "model": base.model_id,
+        "device": str(base.device),
+        "device_name": torch.cuda.get_device_name(base.device) if base.device.type == "cuda" else "cpu",
+        "dtype": str(base.dtype).removeprefix("torch."),
+        "threads": torch.get_num_threads(),
+        "prefix_len": prefix_len,
+    }
+    return tree_forward_fn(base, prefix_len), info

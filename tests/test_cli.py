@@ -1,0 +1,115 @@
+"""End-to-end: each `python -m medusa_core` command in a subprocess, on the default model."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from medusa_core.heads_io import save_heads
+from tiny_models import random_heads
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "medusa_core", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
+
+
+def test_generate_prints_text_and_speed():
+    out = cli("generate", "--prompt", "Name three colours.", "--max-new-tokens", "12", "--tree", "full-2x2")
+    assert out.returncode == 0, out.stderr
+    assert "tokens/step" in out.stdout and "tokens/s" in out.stdout
+
+
+def test_generate_json_and_prompts_file(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("What is 2+2?\n\nSay hello.\n")
+    out = cli("generate", "--prompts", str(prompts), "--max-new-tokens", "8", "--tree", "chain-2")
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["prompt"] for r in records] == ["What is 2+2?", "Say hello."]
+    for r in records:
+        assert r["format"] == "medusa-generation/1"
+        assert 1 <= len(r["tokens"]) <= 8
+        assert r["tree"] == [[0], [0, 0]]
+        assert r["prompt_tokens"][:1] != []  # chat template applied: starts with <|im_start|>
+        assert "<|im_start|>" not in r["text"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--tree", "[[1, 1]]"], "no parent"),
+        (["--tree", "nonsense"], "unknown tree preset"),
+        (["--max-new-tokens", "0"], "max_new_tokens"),
+        (["--heads", "/nonexistent/heads"], "does not exist"),
+    ],
+)
+def test_generate_bad_input(args, message):
+    out = cli("generate", "--prompt", "hi", *args)
+    assert out.returncode == 2
+    assert message in out.stderr
+
+
+def test_wrong_heads_for_the_model(tmp_path):
+    save_heads(random_heads(2), tmp_path / "tiny-heads")
+    out = cli("generate", "--prompt", "hi", "--heads", str(tmp_path / "tiny-heads"))
+    assert out.returncode == 2 and "hidden size 32 but the base model has 576" in out.stderr
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("hello\n")
+    out = cli("calibrate", "--heads", str(tmp_path / "tiny-heads"), "--prompts", str(prompts), "--out", str(tmp_path / "a.json"))
+    assert out.returncode == 2 and "hidden size" in out.stderr
+
+
+def test_calibrate_writes_an_accuracy_table(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Write a haiku about rain.\nList two fruits.\n")
+    out = cli("calibrate", "--prompts", str(prompts), "--out", str(tmp_path / "acc.json"), "--max-new-tokens", "24", "--top-k", "5")
+    assert out.returncode == 0, out.stderr
+    table = json.loads((tmp_path / "acc.json").read_text())
+    assert table["format"] == "medusa-accuracy/1" and table["top_k"] == 5
+    assert len(table["acc"]) == 4 and all(len(row) == 5 and sum(row) <= 1 + 1e-6 for row in table["acc"])
+    assert table["samples"] == len(table["ranks"]) > 0
+    assert all(len(r) == 4 and all(0 <= x <= 5 for x in r) for r in table["ranks"])
+
+
+def test_train_and_calibrate_refuse_bad_prompt_files(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    for command in (["train-heads", "--out", str(tmp_path / "h")], ["calibrate", "--out", str(tmp_path / "a.json")]):
+        out = cli(*command, "--prompts", str(empty))
+        assert out.returncode == 2 and "has no prompts" in out.stderr
+    long = tmp_path / "long.txt"
+    long.write_text("word " * 9000 + "\n")
+    out = cli("calibrate", "--prompts", str(long), "--out", str(tmp_path / "a.json"))
+    assert out.returncode == 2 and "exceeds the model's context of 8192" in out.stderr
+
+
+def test_train_heads_resumes_after_a_kill(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Say hi.\nCount to five.\nName a planet.\nWhat is tea?\nName a colour.\n")
+    out_dir = tmp_path / "h"
+    common = ["train-heads", "--prompts", str(prompts), "--out", str(out_dir), "--max-new-tokens", "24",
+              "--batch-size", "2", "--checkpoint-every", "1"]
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "medusa_core", *common, "--epochs", "40"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 400
+        while not (out_dir / "training-checkpoint.pt").is_file():
+            assert proc.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
+            time.sleep(0.2)
+        time.sleep(1.0)
+    finally:
+        proc.kill()  # SIGKILL: no clean-up runs
+        proc.wait()
+    assert not (out_dir / "medusa_lm_head.safetensors").exists()
+    out = cli(*common, "--epochs", "2")
+    assert out.returncode == 0, out.stderr
+    assert "resumed from step" in out.stdout
+    assert "head 0: top-1" in out.stdout
+    assert json.loads((out_dir / "config.json").read_text())["medusa_num_heads"] == 4

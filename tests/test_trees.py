@@ -1,0 +1,105 @@
+"""Tree validation, presets, the flat layout and the tree file format."""
+
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from medusa_core.trees import (
+    MC_SIM_7B_63,
+    TreeError,
+    build_tree_buffers,
+    chain_tree,
+    full_tree,
+    load_tree_file,
+    preset_tree,
+    resolve_tree,
+    save_tree_file,
+    tree_from_json,
+    validate_tree,
+)
+from test_lossless import trees
+
+
+@pytest.mark.parametrize(
+    "paths, kwargs, message",
+    [
+        ([[0], [0, 0], [1, 0]], {}, r"\[1, 0\] has no parent \[1\]"),
+        ([[0], [0]], {}, r"\[0\] appears twice"),
+        ([[0], [0, 0], [0, 0, 0]], {"num_heads": 2}, r"\[0, 0, 0\] has depth 3 > 2 heads"),
+        ([[0], [7]], {"top_k": 5}, r"\[7\] has rank 7 >= top_k 5"),
+        ([[0], []], {}, "empty path"),
+        ([[0], [-1]], {}, r"\[-1\] has a negative rank"),
+        ([[0], [0.5]], {}, "not an integer"),
+        ([[0], "01"], {}, "not a list of ranks"),
+    ],
+)
+def test_invalid_trees_name_the_bad_path(paths, kwargs, message):
+    with pytest.raises(TreeError, match=message):
+        validate_tree(paths, **kwargs)
+
+
+def test_presets():
+    assert len(preset_tree("mc_sim_7b_63")) == 63
+    assert set(preset_tree("mc_sim_7b_63")) == set(MC_SIM_7B_63)
+    assert chain_tree(3) == ((0,), (0, 0), (0, 0, 0))
+    assert len(full_tree(2, 3)) == 2 + 4 + 8
+    assert len(preset_tree("full-3x2")) == 12
+    assert preset_tree("chain-2") == chain_tree(2)
+    for bad in ("nope", "chain-x", "full-3"):
+        with pytest.raises(TreeError):
+            preset_tree(bad)
+
+
+@settings(max_examples=60, deadline=None)
+@given(tree=trees(num_heads=5, top_k=10, max_nodes=40))
+def test_flat_layout_properties(tree):
+    b = build_tree_buffers(tree)
+    n = len(tree) + 1
+    assert b.num_nodes == n
+    assert b.depth[0] == 0 and b.parent[0] == -1
+    for i, path in enumerate(b.paths, start=1):
+        assert b.depth[i] == len(path)
+        assert b.head[i] == len(path) - 1 and b.rank[i] == path[-1]
+        parent = int(b.parent[i])
+        assert parent < i  # parents come first, so committing KV in order is safe
+        assert (b.paths[parent - 1] if parent else ()) == path[:-1]
+    # mask[i, j] iff j is i or an ancestor of i
+    for i in range(n):
+        ancestors, j = set(), i
+        while j >= 0:
+            ancestors.add(j)
+            j = int(b.parent[j])
+        assert set(torch.nonzero(b.ancestor_mask[i]).flatten().tolist()) == ancestors
+    # every node lies on some retrieval row; rows run root -> leaf along parents
+    covered = set()
+    for row in b.retrieve.tolist():
+        nodes = [x for x in row if x >= 0]
+        assert nodes[0] == 0
+        assert all(int(b.parent[c]) == p for p, c in zip(nodes, nodes[1:]))
+        covered.update(nodes)
+    assert covered == set(range(n))
+
+
+@settings(max_examples=30, deadline=None)
+@given(tree=trees(num_heads=4, top_k=6))
+def test_tree_file_round_trip(tree, tmp_path_factory):
+    path = tmp_path_factory.mktemp("t") / "tree.json"
+    save_tree_file(path, tree, num_heads=4, top_k=6, meta={"source": "test"})
+    assert load_tree_file(path) == tree
+    assert resolve_tree(str(path)) == tree
+    assert json.loads(path.read_text())["format"] == "medusa-tree/1"
+
+
+def test_bad_tree_files(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(TreeError, match="not valid JSON"):
+        load_tree_file(bad)
+    with pytest.raises(TreeError, match="format"):
+        tree_from_json({"format": "other", "paths": []})
+    with pytest.raises(TreeError, match="no parent"):
+        tree_from_json({"format": "medusa-tree/1", "paths": [[1, 1]], "num_heads": 4, "top_k": 10})
+    assert resolve_tree("[[0], [0, 0]]") == ((0,), (0, 0))

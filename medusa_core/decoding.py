@@ -59,12 +59,20 @@ def head_topk(head_logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torc
 
 def propose(state: _State, buffers: TreeBuffers, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Lay the tree's tokens out flat: node tokens [N] and their proposal probabilities [N]."""
+    root = torch.tensor([state.root], device=buffers.depth.device)
+    root_prob = torch.tensor([state.root_prob], device=root.device)
+    if buffers.num_nodes == 1:
+        return root, root_prob
     tokens, probs = head_topk(state.head_logits, top_k)
     heads, ranks = buffers.head[1:], buffers.rank[1:]
-    root = torch.tensor([state.root], device=tokens.device)
-    node_tokens = torch.cat([root, tokens[heads, ranks]])
-    node_probs = torch.cat([torch.tensor([state.root_prob], device=probs.device), probs[heads, ranks]])
-    return node_tokens, node_probs
+    return torch.cat([root, tokens[heads, ranks]]), torch.cat([root_prob, probs[heads, ranks]])
+
+
+def propose_logits(medusa: MedusaModel, hidden: torch.Tensor, buffers: TreeBuffers) -> torch.Tensor:
+    """Heads' logits [K, V] at a position; skipped for the empty tree (plain greedy decoding)."""
+    if buffers.num_nodes == 1:
+        return hidden.new_empty(0, 0)
+    return medusa.heads(hidden, medusa.base.model.get_output_embeddings())
 
 
 def next_root(logits: torch.Tensor, config: DecodeConfig, generator: torch.Generator) -> tuple[int, float]:
@@ -129,7 +137,7 @@ def stream_generation(
         start = time.perf_counter()
         cache, hidden = prefill(base.model, torch.tensor(ids, device=base.device))
         root, root_prob = next_root(lm_head(hidden), config, generator)
-        state = _State(len(ids), root, root_prob, medusa.heads(hidden, lm_head))
+        state = _State(len(ids), root, root_prob, propose_logits(medusa, hidden, buffers))
         out: list[int] = []
         steps: list[StepRecord] = []
         stop = None
@@ -149,7 +157,7 @@ def stream_generation(
             last = int(accepted[-1])
             root, root_prob = next_root(logits[last], config, generator)
             emitted, stop = stop_in(node_tokens[accepted].tolist(), base.eos_token_ids, config.max_new_tokens - len(out))
-            state = _State(state.prefix_len + len(accepted), root, root_prob, medusa.heads(hidden[last], lm_head))
+            state = _State(state.prefix_len + len(accepted), root, root_prob, propose_logits(medusa, hidden[last], buffers))
             out.extend(emitted)
             synchronize(base.device)
             now = time.perf_counter()

@@ -68,6 +68,14 @@ def test_wrong_heads_give_one_token_per_step(arch):
     assert all(len(s.emitted) == 1 and s.accepted == [0] for s in record.steps)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_empty_tree_is_plain_greedy(arch):
+    base = BASES[arch]
+    record = generate(medusa_of(base, random_heads(4)), "", [], DecodeConfig(max_new_tokens=15), prompt_ids=[9, 9, 2])
+    assert record.tokens == greedy_reference(base, [9, 9, 2], 15)
+    assert record.num_steps == 15 and record.tree == []
+
+
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_eos_inside_an_accepted_path_stops_there(arch):
     prompt, n = [5, 6, 7], 30

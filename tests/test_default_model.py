@@ -1,0 +1,43 @@
+"""The embedded default model: found in the package, converted once, clear messages otherwise."""
+
+import json
+
+import pytest
+
+from medusa_core import default_model
+from medusa_core.models import ModelLoadError, load_base_model
+
+
+def test_missing_package_says_what_to_run(monkeypatch):
+    monkeypatch.setattr(default_model.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(default_model.DefaultModelError, match="scripts/setup.sh"):
+        default_model.gguf_path()
+
+
+def test_converted_cache_is_reused_without_converting(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDUSA_CACHE", str(tmp_path))
+    folder = default_model.converted_folder()
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / default_model.MARKER).write_text("{}")
+    monkeypatch.setattr(default_model, "convert_gguf", lambda f: pytest.fail("converted again"))
+    assert default_model.default_model_path() == str(folder)
+
+
+def test_corrupt_cache_says_what_to_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDUSA_CACHE", str(tmp_path))
+    folder = default_model.converted_folder()
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (folder / default_model.MARKER).write_text("{}")
+    with pytest.raises(ModelLoadError, match=r"rm -rf .*SmolLM2-135M-Instruct"):
+        load_base_model(None, "cpu")
+
+
+def test_default_model_loads_from_the_converted_cache():
+    base = load_base_model(None, "cpu")  # converts first on a fresh machine
+    assert base.name == str(default_model.converted_folder())
+    assert default_model.is_converted(default_model.converted_folder())
+    assert base.model_id == default_model.HUB_ID
+    assert base.model.config.num_hidden_layers == 30 and base.hidden_size == 576 and base.vocab_size == 49152
+    assert base.tokenizer.chat_template is not None

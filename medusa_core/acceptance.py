@@ -35,11 +35,11 @@ def longest_accepted_path(node_ok: torch.Tensor, buffers: TreeBuffers) -> torch.
     return rows[best, : int(lengths[best]) + 1]
 
 
-def accept_greedy(node_tokens: torch.Tensor, logits: torch.Tensor, buffers: TreeBuffers) -> torch.Tensor:
-    """A node is right when it is its parent's argmax; siblings differ, so this is exact greedy."""
-    predicted = logits.argmax(dim=-1)  # [N]
-    parent = buffers.parent.clamp(min=0)
-    return longest_accepted_path(node_tokens == predicted[parent], buffers)
+def accept_greedy(node_tokens: torch.Tensor, internal_logits: torch.Tensor, buffers: TreeBuffers) -> torch.Tensor:
+    """A node is right when it is its parent's argmax; siblings differ, so this is exact greedy.
+    internal_logits [I, V] are the logits of the nodes that have children (buffers.internal)."""
+    predicted = internal_logits.argmax(dim=-1)  # [I]
+    return longest_accepted_path(node_tokens == predicted[buffers.parent_row], buffers)
 
 
 def typical_threshold(probs: torch.Tensor, config: TypicalConfig) -> torch.Tensor:
@@ -55,13 +55,12 @@ def tempered_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 def accept_typical(
-    node_tokens: torch.Tensor, logits: torch.Tensor, buffers: TreeBuffers, config: TypicalConfig
+    node_tokens: torch.Tensor, internal_logits: torch.Tensor, buffers: TreeBuffers, config: TypicalConfig
 ) -> torch.Tensor:
-    probs = tempered_probs(logits, config.temperature)  # [N, V]
-    threshold = typical_threshold(probs, config)  # [N]
-    parent = buffers.parent.clamp(min=0)
-    p_token = probs[parent, node_tokens]  # [N] parent's probability of each node's token
-    return longest_accepted_path(p_token > threshold[parent], buffers)
+    probs = tempered_probs(internal_logits, config.temperature)  # [I, V]
+    threshold = typical_threshold(probs, config)  # [I]
+    p_token = probs[buffers.parent_row, node_tokens]  # [N] parent's probability of each node's token
+    return longest_accepted_path(p_token > threshold[buffers.parent_row], buffers)
 
 
 def sample_typical(logits: torch.Tensor, config: TypicalConfig, generator: torch.Generator) -> int:

@@ -161,8 +161,66 @@ def run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+# bench ------------------------------------------------------------------------------------
+def bench_args(p: argparse.ArgumentParser) -> None:
+    from .models import REPO_ROOT
+
+    add_model_args(p)
+    p.add_argument("--prompts", default=str(REPO_ROOT / "data" / "prompts" / "test.txt"), help="prompt file, one per line (default: the held-out test prompts)")
+    p.add_argument("--num-prompts", type=int, default=20, help="use the first N prompts of the file")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--tree", action="append", default=[], metavar="NAME=SPEC",
+                   help="a Medusa tree to run besides chain-<heads> and the heads' default tree: preset, tree file or JSON list (repeatable)")
+    p.add_argument("--prompt-lookup-tokens", default="10", help="draft lengths for prompt lookup, comma-separated (one method each)")
+    p.add_argument("--draft-model", default=None, help="small draft model for transformers' assisted generation (else skipped)")
+    p.add_argument("--warmup-tokens", type=int, default=16, help="tokens each method generates once before timing")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-chat", action="store_true", help="feed raw prompts even if the model has a chat template")
+    p.add_argument("--out", default=None, help="write the results as JSON (medusa-bench/1)")
+    p.add_argument("--markdown", default=None, help="write the results table as Markdown")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from .bench import BenchConfig, default_methods, encode_prompts, max_tree_depth, parse_tree_option, run_benchmark
+    from .bench_report import markdown_table
+
+    try:
+        lookup = [int(n) for n in args.prompt_lookup_tokens.split(",") if n.strip()]
+    except ValueError:
+        raise ValueError(f"--prompt-lookup-tokens must be comma-separated integers, got {args.prompt_lookup_tokens!r}") from None
+    if args.num_prompts < 1:
+        raise ValueError(f"--num-prompts must be >= 1, got {args.num_prompts}")
+    config = BenchConfig(args.max_new_tokens, args.warmup_tokens)
+    trees = [parse_tree_option(spec) for spec in args.tree]
+    prompts = read_prompt_file(args.prompts)[: args.num_prompts]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    medusa = load_medusa(args.model, args.heads, args.device, args.dtype)
+    draft = load_base_model(args.draft_model, args.device, args.dtype) if args.draft_model else None
+    methods = default_methods(medusa, trees, lookup, draft)
+    ids = encode_prompts(medusa.base, prompts, args.max_new_tokens, max_tree_depth(methods), False if args.no_chat else None)
+    for m in methods:
+        if m.skip_reason:
+            print(f"skipping {m.name}: {m.skip_reason}", flush=True)
+    bar = Bar()
+    result = run_benchmark(medusa, ids, methods, config, draft, bar).to_json()
+    bar.close()
+    table = markdown_table(result)
+    print(table)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+        print(f"results -> {args.out}")
+    if args.markdown:
+        Path(args.markdown).write_text(table)
+        print(f"table -> {args.markdown}")
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "generate": (generate_args, run_generate),
     "train-heads": (train_args, run_train),
     "calibrate": (calibrate_args, run_calibrate),
+    "bench": (bench_args, run_bench),
 }

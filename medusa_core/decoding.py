@@ -75,6 +75,12 @@ def propose_logits(medusa: MedusaModel, hidden: torch.Tensor, buffers: TreeBuffe
     return medusa.heads(hidden, medusa.base.model.get_output_embeddings())
 
 
+def logits_at(node: int, hidden: torch.Tensor, internal_logits: torch.Tensor, buffers: TreeBuffers, lm_head: torch.nn.Module) -> torch.Tensor:
+    """Base logits [V] at a node: computed already for internal nodes, on demand for a leaf."""
+    rows = torch.nonzero(buffers.internal == node)
+    return internal_logits[int(rows[0, 0])] if rows.numel() else lm_head(hidden[node])
+
+
 def next_root(logits: torch.Tensor, config: DecodeConfig, generator: torch.Generator) -> tuple[int, float]:
     """The base model's own next token at the last accepted node, and its probability."""
     probs = torch.softmax(logits.float(), dim=-1)
@@ -148,14 +154,14 @@ def stream_generation(
                 break
             node_tokens, node_probs = propose(state, buffers, top_k)
             hidden = verify_tree(base.model, cache, node_tokens, buffers, state.prefix_len)  # [N, d]
-            logits = lm_head(hidden)  # [N, V]
+            internal_logits = lm_head(hidden[buffers.internal])  # [I, V]: leaves' logits are rarely needed
             if config.typical is None:
-                accepted = accept_greedy(node_tokens, logits, buffers)
+                accepted = accept_greedy(node_tokens, internal_logits, buffers)
             else:
-                accepted = accept_typical(node_tokens, logits, buffers, config.typical)
+                accepted = accept_typical(node_tokens, internal_logits, buffers, config.typical)
             commit_kv(cache, state.prefix_len, accepted)
             last = int(accepted[-1])
-            root, root_prob = next_root(logits[last], config, generator)
+            root, root_prob = next_root(logits_at(last, hidden, internal_logits, buffers, lm_head), config, generator)
             emitted, stop = stop_in(node_tokens[accepted].tolist(), base.eos_token_ids, config.max_new_tokens - len(out))
             state = _State(state.prefix_len + len(accepted), root, root_prob, propose_logits(medusa, hidden[last], buffers))
             out.extend(emitted)

@@ -36,7 +36,7 @@ def tree_forward_fn(base: BaseModel, prefix_len: int = 200, seed: int = 0) -> Ca
         tokens = torch.randint(0, vocab, (n_tokens,), generator=gen).to(base.device)
         with torch.inference_mode():
             hidden = verify_tree(base.model, cache, tokens, buffers, prefix_len)
-            base.model.get_output_embeddings()(hidden)
+            base.model.get_output_embeddings()(hidden[buffers.internal])  # as decoding does
             cache.crop(prefix_len - cache.get_seq_length())
         synchronize(base.device)
 

@@ -176,6 +176,8 @@ class TreeBuffers:
     rank: torch.Tensor  # [N] long, rank within that head's top-k, root -1
     ancestor_mask: torch.Tensor  # [N, N] bool, [i, j] = j is i or an ancestor of i
     retrieve: torch.Tensor  # [leaves, max_depth + 1] node ids root->leaf, padded with -1
+    internal: torch.Tensor  # [I] ids of nodes with children (root first): only their logits are needed
+    parent_row: torch.Tensor  # [N] row of each node's parent in `internal` (root: 0, unused)
 
     @property
     def num_nodes(self) -> int:
@@ -191,6 +193,8 @@ class TreeBuffers:
             *(t.to(device) for t in (self.depth, self.parent, self.head, self.rank)),
             self.ancestor_mask.to(device),
             self.retrieve.to(device),
+            self.internal.to(device),
+            self.parent_row.to(device),
         )
 
 
@@ -207,6 +211,8 @@ def build_tree_buffers(paths: Iterable[Sequence[int]]) -> TreeBuffers:
             mask[i, j] = True
             j = parent[j]
     has_child = set(parent[1:])
+    internal = sorted(has_child | {0})
+    row_of = {node: row for row, node in enumerate(internal)}
     leaves = [i for i in range(n) if i not in has_child]
     width = max(depth) + 1
     retrieve = torch.full((len(leaves), width), -1, dtype=torch.long)
@@ -225,4 +231,6 @@ def build_tree_buffers(paths: Iterable[Sequence[int]]) -> TreeBuffers:
         rank=torch.tensor([-1] + [p[-1] for p in tree]),
         ancestor_mask=mask,
         retrieve=retrieve,
+        internal=torch.tensor(internal),
+        parent_row=torch.tensor([0] + [row_of[p] for p in parent[1:]]),
     )

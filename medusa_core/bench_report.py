@@ -1,0 +1,55 @@
+"""The benchmark's Markdown table, from its JSON (so a saved results file renders the same)."""
+
+from __future__ import annotations
+
+
+def _f(value: float | None, digits: int = 1, suffix: str = "") -> str:
+    return "–" if value is None else f"{value:.{digits}f}{suffix}"
+
+
+def _hist(counts: list[int] | None) -> str:
+    """Accepted-length counts as shares, e.g. `0:40% 1:35% 2:25%`."""
+    if not counts:
+        return "–"
+    total = sum(counts)
+    return " ".join(f"{n}:{100 * c / total:.0f}%" for n, c in enumerate(counts) if c)
+
+
+def machine_line(result: dict) -> str:
+    m = result["machine"]
+    where = m["device_name"] if m["device"] == "cpu" else f"{m['device_name']} (CUDA {m.get('cuda')})"
+    return (
+        f"{where}, {m['cores']} cores, {m['torch_threads']} torch threads, {result['dtype']}; "
+        f"torch {m['torch']}, transformers {m['transformers']}"
+    )
+
+
+def markdown_table(result: dict) -> str:
+    """A header naming model, heads, prompts and machine, then one row per method."""
+    lines = [
+        f"**{result['model']}** + heads `{result['heads']}`, {result['prompts']} prompts x "
+        f"{result['max_new_tokens']} new tokens, greedy; {machine_line(result)}; {result['created']}.",
+        "",
+        "| method | tree nodes | tokens/s median (min–max) | speed-up median (min–max) | tokens/step | s/step | identical | accepted-length histogram |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for m in result["methods"]:
+        name = m["name"] + (f" (= {', '.join(m['aliases'])})" if m.get("aliases") else "")
+        nodes = "–" if m["tree_nodes"] is None else str(m["tree_nodes"])
+        if m["skipped"]:
+            lines.append(f"| {name} | {nodes} | skipped: {m['skip_reason']} | | | | | |")
+            continue
+        lines.append(
+            f"| {name} | {nodes} "
+            f"| {_f(m['tokens_per_second_median'])} ({_f(m['tokens_per_second_min'])}–{_f(m['tokens_per_second_max'])}) "
+            f"| {_f(m['speedup_median'], 2, 'x')} ({_f(m['speedup_min'], 2)}–{_f(m['speedup_max'], 2)}) "
+            f"| {_f(m['tokens_per_step'], 2)} | {_f(m['seconds_per_step'], 3)} "
+            f"| {_f(100 * m['identical_fraction'], 0, '%')} | {_hist(m['acceptance_histogram'])} |"
+        )
+    lines += [
+        "",
+        "Speed-up is per prompt over hf-greedy (`model.generate(do_sample=False)`) on the same prompt; "
+        "identical = same token ids as hf-greedy. A step is one forward pass of the target model for "
+        "hf-* methods and one tree verification pass (prefill not counted) for ours-greedy and medusa-*.",
+    ]
+    return "\n".join(lines) + "\n"

@@ -203,13 +203,13 @@ def tree_figure(view: TreeView, colour_by: ColourBy = "depth", title: str = "") 
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="candidates", hoverinfo="skip", showlegend=False,
                              line=dict(color="rgba(150,150,150,0.45)" if accepted else "rgba(120,120,120,0.8)", width=1.5)))
     xs, ys = edge_coordinates(on_path, x, y)
-    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="accepted path", hoverinfo="skip",
-                             line=dict(color=ACCEPT_COLOUR, width=5), showlegend=bool(view.accepted)))
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="accepted edges", hoverinfo="skip", legendgroup="accepted",
+                             line=dict(color=ACCEPT_COLOUR, width=5), showlegend=False))
     for trace in node_traces(view, x, y, colour_by, size):
         fig.add_trace(trace)
     if view.accepted:
         ids = list(view.accepted)
-        fig.add_trace(go.Scatter(x=x[ids], y=y[ids], mode="markers", name="accepted nodes", hoverinfo="skip", showlegend=False,
+        fig.add_trace(go.Scatter(x=x[ids], y=y[ids], mode="markers", name="accepted path", hoverinfo="skip", legendgroup="accepted",
                                  marker=dict(size=size + 9, symbol="circle-open", color=ACCEPT_COLOUR, line=dict(width=3, color=ACCEPT_COLOUR))))
     max_depth = max(view.depths, default=0)
     fig.update_layout(**base_layout(title, 150 + 95 * (max_depth + 1)), hovermode="closest",

@@ -153,15 +153,15 @@ def build_heads_tab(store: ModelStore, key_state: gr.State, accuracy_state: gr.S
                 source = gr.Dropdown([("this session's table (shipped with the heads, calibrated or uploaded)", SESSION), *REFERENCE_CHOICES],
                                      value=SESSION, label="accuracy table", elem_id="accuracy-source")
                 cumulative = gr.Checkbox(False, label="show cumulative top-k accuracy")
-                info = gr.Markdown(elem_id="accuracy-info")
+                info = gr.Markdown(label="table", elem_id="accuracy-info")
                 heatmap = gr.Plot(figures.empty_figure("Loading the heads' accuracy table…", 260), label="Per-head accuracy", elem_id="accuracy-heatmap")
             with gr.Column(scale=2):
                 gr.Markdown("### Calibrate the loaded heads\nDecode a prompt set greedily and record where each head ranks the tokens the model really produced.")
                 prompt_set = gr.Dropdown([*builtin_prompt_sets(), UPLOADED_PROMPTS], value="calibration", label="prompt set")
                 prompt_file = gr.File(label="or upload prompts (.txt, one per line)", file_types=[".txt"], type="filepath", height=80)
                 with gr.Row():
-                    count = gr.Slider(1, MAX_CALIBRATION_PROMPTS, value=4, step=1, label="prompts")
-                    max_new_tokens = gr.Slider(8, 256, value=32, step=8, label="new tokens per prompt")
+                    count = gr.Slider(1, MAX_CALIBRATION_PROMPTS, value=4, step=1, label="prompts", elem_id="calibration-prompts")
+                    max_new_tokens = gr.Slider(8, 256, value=32, step=8, label="new tokens per prompt", elem_id="calibration-tokens")
                     top_k = gr.Slider(1, 20, value=10, step=1, label="top_k")
                 calibrate_button = gr.Button("Run calibration", variant="primary", elem_id="calibrate-button")
                 table_file = gr.File(label="accuracy table (medusa-accuracy/1)", interactive=False, height=80)

@@ -40,10 +40,10 @@ def test_tree_figure_highlights_the_accepted_path_and_fades_the_rest():
     step = step_of(list(preset_tree("full-2x2")), accepted=[0, 1, 3])
     fig = figures.tree_figure(figures.step_tree_view(step.nodes, step.accepted))
     names = [t.name for t in fig.data]
-    accepted_edges = fig.data[names.index("accepted path")]
-    assert [v for v in accepted_edges.x if v is not None] != []
-    ring = fig.data[names.index("accepted nodes")]
-    assert len(ring.x) == 3
+    accepted_edges = fig.data[names.index("accepted edges")]
+    assert len([v for v in accepted_edges.x if v is not None]) == 4  # two edges
+    ring = fig.data[names.index("accepted path")]
+    assert len(ring.x) == 3 and ring.showlegend is not False
     opacities = [o for t in fig.data if t.name.startswith(("root", "head")) for o in t.marker.opacity]
     assert sorted(opacities).count(1.0) == 3 and min(opacities) == figures.FADED_OPACITY
     hovers = [h for t in fig.data if t.hovertext for h in t.hovertext]

@@ -1,0 +1,178 @@
+"""The speed benchmark: runs on tiny models, reports every field, never asserts timings."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from medusa_core.bench import (
+    BENCH_FORMAT,
+    BenchConfig,
+    default_methods,
+    first_mismatch,
+    histogram,
+    parse_tree_option,
+    quantile,
+    run_benchmark,
+)
+from medusa_core.bench_methods import HF_ASSISTED, HF_GREEDY, MEDUSA, Method
+from medusa_core.bench_report import markdown_table
+from medusa_core.trees import TreeError, full_tree, save_tree_file
+from tiny_models import ReferenceHeads, greedy_reference, medusa_of, random_heads, tiny_base
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPTS = [[3, 1, 4, 1, 5], [2, 7, 1, 8], [9, 9, 8]]
+CONFIG = BenchConfig(max_new_tokens=10, warmup_tokens=3)
+
+METHOD_KEYS = {
+    "name", "kind", "tree_nodes", "tree", "aliases", "skipped", "skip_reason",
+    "tokens_per_second_median", "tokens_per_second_min", "tokens_per_second_max",
+    "tokens_per_second_p25", "tokens_per_second_p75",
+    "speedup_median", "speedup_min", "speedup_max", "speedup_p25", "speedup_p75",
+    "tokens_per_step", "seconds_per_step", "acceptance_histogram", "identical_fraction", "runs",
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on a shared, loaded CPU run 10x faster on one thread than on two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return medusa_of(tiny_base("llama"), random_heads(4, seed=1))
+
+
+@pytest.fixture(scope="module")
+def result(tiny):
+    """Every method, the assisted one with another tiny llama (same vocabulary) as its draft."""
+    draft = tiny_base("llama", seed=5)
+    methods = default_methods(tiny, [("full", full_tree(2, 2))], prompt_lookup_tokens=(2, 4), draft=draft)
+    calls = []
+    res = run_benchmark(tiny, PROMPTS, methods, CONFIG, draft, lambda *a: calls.append(a))
+    return res, calls
+
+
+def test_every_method_runs_and_reports_all_fields(result):
+    res, _ = result
+    data = json.loads(json.dumps(res.to_json()))
+    assert data["format"] == BENCH_FORMAT
+    assert {"machine", "model", "heads", "max_new_tokens", "prompts", "methods"} <= data.keys()
+    assert data["prompts"] == 3 and data["max_new_tokens"] == 10
+    assert {"cpu", "cores", "torch_threads", "torch", "transformers", "device", "device_name"} <= data["machine"].keys()
+    names = [m["name"] for m in data["methods"]]
+    assert names == [HF_GREEDY, "hf-prompt-lookup-2", "hf-prompt-lookup-4", HF_ASSISTED, "ours-greedy",
+                     "medusa-chain-4", "medusa-full"]
+    for m in data["methods"]:
+        assert METHOD_KEYS <= m.keys(), m["name"]
+        assert not m["skipped"] and m["skip_reason"] is None
+        assert len(m["runs"]) == 3
+        assert m["tokens_per_second_min"] <= m["tokens_per_second_median"] <= m["tokens_per_second_max"]
+        assert m["speedup_min"] <= m["speedup_median"] <= m["speedup_max"]
+        assert sum(m["acceptance_histogram"]) == sum(r["steps"] for r in m["runs"]) > 0
+        assert all(r["tokens"] == 10 for r in m["runs"])  # the tiny models have no EOS
+    baseline = res.method(HF_GREEDY)
+    assert baseline.speedup_median == baseline.speedup_min == baseline.speedup_max == 1.0
+    assert baseline.tokens_per_step == 1.0 and baseline.acceptance_histogram == [30]
+    assert res.method("ours-greedy").tree_nodes == 0 and res.method("ours-greedy").tokens_per_step == 1.0
+    assert res.method("medusa-full").tree_nodes == 6
+
+
+def test_greedy_medusa_methods_are_identical_to_the_baseline(result):
+    res, _ = result
+    for m in res.methods:
+        if m.kind == MEDUSA:
+            assert m.identical_fraction == 1.0, m.name
+            assert all(r.identical and r.first_mismatch is None for r in m.runs)
+
+
+def test_round_robin_rotates_the_order_and_reports_progress(result):
+    res, calls = result
+    orders = {m.name: [r.order for r in m.runs] for m in res.methods}
+    assert orders[HF_GREEDY] == [0, 6, 5]  # 7 methods: prompt p starts with method p
+    assert orders["hf-prompt-lookup-2"] == [1, 0, 6]
+    stages = [c[0] for c in calls]
+    assert stages[0].startswith("warm-up") and stages[-1] == "bench"
+    assert calls[-1][1:] == (21, 21)
+
+
+def test_skipped_assisted_method_carries_its_reason(tiny):
+    methods = default_methods(tiny, prompt_lookup_tokens=(3,))
+    assisted = next(m for m in methods if m.kind == HF_ASSISTED)
+    assert assisted.skip_reason and "--draft-model" in assisted.skip_reason
+    res = run_benchmark(tiny, PROMPTS[:1], methods, BenchConfig(max_new_tokens=4, warmup_tokens=0))
+    m = res.method(HF_ASSISTED)
+    assert m.skipped and m.skip_reason == assisted.skip_reason
+    assert m.tokens_per_second_median is None and m.runs == []
+    table = markdown_table(res.to_json())
+    assert "| hf-assisted | – | skipped: " in table
+    for name in ("hf-greedy", "hf-prompt-lookup-3", "ours-greedy", "medusa-chain-4"):
+        assert f"| {name}" in table
+
+
+def test_oracle_heads_accept_the_whole_chain():
+    base = tiny_base("llama")
+    prompt, n = [3, 1, 4, 1, 5], 21
+    reference = greedy_reference(base, prompt, n)
+    medusa = medusa_of(base, ReferenceHeads(base, prompt, reference, 4, right=True))
+    methods = [Method(HF_GREEDY, HF_GREEDY), Method("medusa-chain-4", MEDUSA, tree=((0,), (0, 0), (0, 0, 0), (0, 0, 0, 0)))]
+    res = run_benchmark(medusa, [prompt], methods, BenchConfig(max_new_tokens=n, warmup_tokens=0))
+    m = res.method("medusa-chain-4")
+    assert m.identical_fraction == 1.0
+    assert m.acceptance_histogram[4] == 4 and m.tokens_per_step > 4  # 21 tokens: 4 full steps + 1
+
+
+def test_equal_trees_become_aliases_and_names_stay_unique(tiny, tmp_path):
+    save_tree_file(tmp_path / "speed.json", [[0], [0, 0]], 4, 1)
+    trees = [parse_tree_option("length=chain-4"), parse_tree_option(str(tmp_path / "speed.json")), parse_tree_option("full-2x2")]
+    assert [t[0] for t in trees] == ["length", "speed", "full-2x2"]
+    methods = default_methods(tiny, trees)
+    chain = next(m for m in methods if m.name == "medusa-chain-4")
+    assert chain.aliases == ("medusa-default", "medusa-length")
+    assert [m.name for m in methods if m.kind == MEDUSA] == ["ours-greedy", "medusa-chain-4", "medusa-speed", "medusa-full-2x2"]
+    with pytest.raises(ValueError, match="named 'x'"):
+        default_methods(tiny, [("x", full_tree(2, 1)), ("x", full_tree(3, 1))])
+    with pytest.raises(TreeError):
+        default_methods(tiny, [("deep", full_tree(1, 5))])  # depth 5 > 4 heads
+    with pytest.raises(ValueError, match="baseline"):
+        run_benchmark(tiny, PROMPTS, [Method("m", MEDUSA, tree=())], CONFIG)
+
+
+def test_statistics_helpers():
+    assert quantile([1, 2, 3, 4], 0.5) == 2.5 and quantile([5], 0.25) == 5
+    assert histogram([0, 2, 2, 1]) == [1, 1, 2] and histogram([]) == []
+    assert first_mismatch([1, 2, 3], [1, 2, 3]) is None
+    assert first_mismatch([1, 2, 3], [1, 5, 3]) == 1 and first_mismatch([1, 2], [1, 2, 3]) == 2
+
+
+def test_cli_bench_on_the_default_model(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Name three colours.\nWhat is 2+2?\nSay hello.\n")
+    out, md = tmp_path / "bench.json", tmp_path / "bench.md"
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "medusa_core", "bench", "--prompts", str(prompts), "--num-prompts", "2",
+         "--max-new-tokens", "8", "--warmup-tokens", "2", "--threads", "1", "--tree", "two=chain-2", "--out", str(out), "--markdown", str(md)],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "skipping hf-assisted: no draft model" in proc.stdout
+    data = json.loads(out.read_text())
+    assert data["format"] == BENCH_FORMAT and data["prompts"] == 2 and data["max_new_tokens"] == 8
+    assert data["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and data["machine"]["torch_threads"] == 1
+    methods = {m["name"]: m for m in data["methods"]}
+    assert {"hf-greedy", "hf-prompt-lookup-10", "hf-assisted", "ours-greedy", "medusa-chain-4", "medusa-two"} <= methods.keys()
+    assert methods["hf-assisted"]["skipped"] and "smallest" in methods["hf-assisted"]["skip_reason"]
+    for m in methods.values():
+        assert METHOD_KEYS <= m.keys()
+        if not m["skipped"]:
+            assert len(m["runs"]) == 2 and m["tokens_per_second_median"] > 0
+    assert md.read_text() in proc.stdout and "| medusa-two | 2 |" in md.read_text()

@@ -25,7 +25,7 @@ import torch
 import transformers
 
 from . import default_model
-from .bench_methods import HF_ASSISTED, HF_GREEDY, HF_PROMPT_LOOKUP, MEDUSA, Method, Run, make_runner
+from .bench_methods import HF_ASSISTED, HF_GREEDY, HF_PROMPT_LOOKUP, MEDUSA, Method, Run, Runner, make_runner
 from .models import BaseModel, MedusaModel, encode_prompt
 from .trees import Path_, chain_tree, resolve_tree, tree_depth, validate_tree
 
@@ -231,6 +231,9 @@ class MethodResult:
     speedup_p75: float | None = None
     tokens_per_step: float | None = None
     seconds_per_step: float | None = None  # wall time per verification step (the cost of a tree pass)
+    # seconds_per_step over the baseline's (the cost of a step in plain-token steps); speed-up is
+    # about tokens_per_step / relative_step_cost, which says whether acceptance or cost limits it
+    relative_step_cost: float | None = None
     acceptance_histogram: list[int] | None = None
     identical_fraction: float | None = None
     total_tokens: int | None = None
@@ -285,6 +288,8 @@ def summarise(method: Method, runs: Sequence[Run], baseline: Sequence[Run], orde
     result.total_steps = sum(r.steps for r in runs)
     result.tokens_per_step = result.total_tokens / max(1, result.total_steps)
     result.seconds_per_step = result.total_seconds / max(1, result.total_steps)
+    base_step = sum(b.seconds for b in baseline) / max(1, sum(b.steps for b in baseline))
+    result.relative_step_cost = result.seconds_per_step / base_step if base_step > 0 else None
     result.acceptance_histogram = histogram([a for r in runs for a in r.accepted])
     result.identical_fraction = sum(m is None for m in mismatches) / len(runs)
     result.runs = [
@@ -321,19 +326,14 @@ def run_benchmark(
             runners[m.name](prompt_ids[0], config.warmup_tokens)
         report("warm-up", len(active), len(active))
 
-    runs: dict[str, list[Run]] = {m.name: [] for m in active}
-    orders: dict[str, list[int]] = {m.name: [] for m in active}
-    total, done = len(prompt_ids) * len(active), 0
-    for p, ids in enumerate(prompt_ids):
-        shift = p % len(active) if config.rotate else 0
-        round_ = active[shift:] + active[:shift]
-        for position, m in enumerate(round_):
-            report(f"bench (prompt {p + 1}/{len(prompt_ids)}, {m.name})", done, total)
-            gc.collect()
-            runs[m.name].append(runners[m.name](ids, config.max_new_tokens))
-            orders[m.name].append(position)
-            done += 1
-    report("bench", done, total)
+    # Collect once and freeze what survives (the models, the libraries) so that the collection
+    # before each round, outside the timings, only walks the garbage of the last round.
+    gc.collect()
+    gc.freeze()
+    try:
+        runs, orders = _timed_rounds(runners, active, prompt_ids, config, report)
+    finally:
+        gc.unfreeze()
 
     baseline = runs[active[0].name]
     base = medusa.base
@@ -348,3 +348,23 @@ def run_benchmark(
         settings=asdict(config) | {"baseline": active[0].name, "draft_model": draft.model_id if draft else None},
         methods=[summarise(m, runs.get(m.name, []), baseline, orders.get(m.name, [])) for m in methods],
     )
+
+
+def _timed_rounds(
+    runners: dict[str, Runner], active: Sequence[Method], prompt_ids: Sequence[Sequence[int]], config: BenchConfig, report: Progress
+) -> tuple[dict[str, list[Run]], dict[str, list[int]]]:
+    """One round per prompt, every method once, the first method rotating from round to round."""
+    runs: dict[str, list[Run]] = {m.name: [] for m in active}
+    orders: dict[str, list[int]] = {m.name: [] for m in active}
+    total, done = len(prompt_ids) * len(active), 0
+    for p, ids in enumerate(prompt_ids):
+        shift = p % len(active) if config.rotate else 0
+        round_ = list(active[shift:]) + list(active[:shift])
+        gc.collect()
+        for position, m in enumerate(round_):
+            report(f"bench (prompt {p + 1}/{len(prompt_ids)}, {m.name})", done, total)
+            runs[m.name].append(runners[m.name](ids, config.max_new_tokens))
+            orders[m.name].append(position)
+            done += 1
+    report("bench", done, total)
+    return runs, orders

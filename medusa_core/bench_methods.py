@@ -16,6 +16,7 @@ Steps are counted per method family:
 from __future__ import annotations
 
 import copy
+import gc
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -92,12 +93,19 @@ class StepSizes(BaseStreamer):
 
 
 def timed(device: torch.device, fn: Callable[[], object]) -> tuple[object, float]:
-    """Run `fn` between two device synchronisations; (its result, wall seconds)."""
-    synchronize(device)
-    start = time.perf_counter()
-    out = fn()
-    synchronize(device)
-    return out, time.perf_counter() - start
+    """Run `fn` between two device synchronisations with Python's cyclic garbage collector
+    paused (as timeit does, so a collection lands on no method); (its result, wall seconds)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        synchronize(device)
+        start = time.perf_counter()
+        out = fn()
+        synchronize(device)
+        return out, time.perf_counter() - start
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def hf_kwargs(base: BaseModel, ids: Sequence[int], max_new_tokens: int) -> dict:

@@ -30,7 +30,7 @@ def markdown_table(result: dict) -> str:
         f"**{result['model']}** + heads `{result['heads']}`, {result['prompts']} prompts x "
         f"{result['max_new_tokens']} new tokens, greedy; {machine_line(result)}; {result['created']}.",
         "",
-        "| method | tree nodes | tokens/s median (min–max) | speed-up median (min–max) | tokens/step | s/step | identical | accepted-length histogram |",
+        "| method | tree nodes | tokens/s median (min–max) | speed-up median (min–max) | tokens/step | s/step (vs hf-greedy) | identical | accepted-length histogram |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for m in result["methods"]:
@@ -43,13 +43,14 @@ def markdown_table(result: dict) -> str:
             f"| {name} | {nodes} "
             f"| {_f(m['tokens_per_second_median'])} ({_f(m['tokens_per_second_min'])}–{_f(m['tokens_per_second_max'])}) "
             f"| {_f(m['speedup_median'], 2, 'x')} ({_f(m['speedup_min'], 2)}–{_f(m['speedup_max'], 2)}) "
-            f"| {_f(m['tokens_per_step'], 2)} | {_f(m['seconds_per_step'], 3)} "
+            f"| {_f(m['tokens_per_step'], 2)} | {_f(m['seconds_per_step'], 3)} ({_f(m['relative_step_cost'], 2, 'x')}) "
             f"| {_f(100 * m['identical_fraction'], 0, '%')} | {_hist(m['acceptance_histogram'])} |"
         )
     lines += [
         "",
         "Speed-up is per prompt over hf-greedy (`model.generate(do_sample=False)`) on the same prompt; "
         "identical = same token ids as hf-greedy. A step is one forward pass of the target model for "
-        "hf-* methods and one tree verification pass (prefill not counted) for ours-greedy and medusa-*.",
+        "hf-* methods and one tree verification pass (prefill not counted) for ours-greedy and medusa-*; "
+        "speed-up is about tokens/step divided by the step's cost relative to hf-greedy.",
     ]
     return "\n".join(lines) + "\n"

@@ -33,7 +33,8 @@ METHOD_KEYS = {
     "tokens_per_second_median", "tokens_per_second_min", "tokens_per_second_max",
     "tokens_per_second_p25", "tokens_per_second_p75",
     "speedup_median", "speedup_min", "speedup_max", "speedup_p25", "speedup_p75",
-    "tokens_per_step", "seconds_per_step", "acceptance_histogram", "identical_fraction", "runs",
+    "tokens_per_step", "seconds_per_step", "relative_step_cost", "acceptance_histogram", "identical_fraction",
+    "total_tokens", "total_seconds", "total_steps", "runs",
 }
 
 
@@ -79,9 +80,12 @@ def test_every_method_runs_and_reports_all_fields(result):
         assert m["speedup_min"] <= m["speedup_median"] <= m["speedup_max"]
         assert sum(m["acceptance_histogram"]) == sum(r["steps"] for r in m["runs"]) > 0
         assert all(r["tokens"] == 10 for r in m["runs"])  # the tiny models have no EOS
+        if m["kind"] != MEDUSA:  # transformers' steps emit exactly accepted + 1 tokens
+            assert sum((n + 1) * c for n, c in enumerate(m["acceptance_histogram"])) == m["total_tokens"] == 30
     baseline = res.method(HF_GREEDY)
     assert baseline.speedup_median == baseline.speedup_min == baseline.speedup_max == 1.0
     assert baseline.tokens_per_step == 1.0 and baseline.acceptance_histogram == [30]
+    assert baseline.relative_step_cost == pytest.approx(1.0)
     assert res.method("ours-greedy").tree_nodes == 0 and res.method("ours-greedy").tokens_per_step == 1.0
     assert res.method("medusa-full").tree_nodes == 6
 

@@ -189,7 +189,9 @@ def run_bench(args: argparse.Namespace) -> int:
     try:
         lookup = [int(n) for n in args.prompt_lookup_tokens.split(",") if n.strip()]
     except ValueError:
-        raise ValueError(f"--prompt-lookup-tokens must be comma-separated integers, got {args.prompt_lookup_tokens!r}") from None
+        lookup = []
+    if not lookup or min(lookup) < 1:
+        raise ValueError(f"--prompt-lookup-tokens must be comma-separated integers >= 1, got {args.prompt_lookup_tokens!r}")
     if args.num_prompts < 1:
         raise ValueError(f"--num-prompts must be >= 1, got {args.num_prompts}")
     config = BenchConfig(args.max_new_tokens, args.warmup_tokens)

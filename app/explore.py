@@ -220,7 +220,7 @@ def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: g
                     compare = gr.Checkbox(label="also run plain decoding (speed-up, outputs identical?)", value=False, elem_id="compare", scale=2)
             with gr.Column(scale=1):
                 tree_choice = gr.Dropdown(TREE_CHOICES, value=HEADS_DEFAULT, label="Candidate tree", elem_id="tree-choice")
-                tree_file = gr.File(label="Upload a tree file (medusa-tree/1 JSON)", file_types=[".json"], type="filepath", height=90, elem_id="tree-upload")
+                tree_file = gr.UploadButton("Upload a tree file (medusa-tree/1 JSON)", file_types=[".json"], type="filepath", size="sm", elem_id="tree-upload")
                 tree_info = gr.Markdown(label="tree", elem_id="tree-info")
         with gr.Accordion("Decoding settings", open=False):
             with gr.Row():

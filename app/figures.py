@@ -341,8 +341,8 @@ def curve_figure(curve: Sequence[float], presets: Sequence[tuple[str, int, float
     fig.add_trace(go.Scatter(x=list(range(len(curve))), y=list(curve), mode="lines", name="exact optimum E(N)", line=dict(color="#1f77b4", width=3)))
     if presets:
         names, nodes, lengths = zip(*presets)
-        fig.add_trace(go.Scatter(x=nodes, y=lengths, mode="markers+text", text=names, textposition="bottom right", name="presets",
-                                 marker=dict(size=9, color="#7f7f7f", symbol="diamond"), textfont=dict(size=10)))
+        fig.add_trace(go.Scatter(x=nodes, y=lengths, mode="markers+text", text=names, textposition="bottom center", name="presets",
+                                 marker=dict(size=9, color="#7f7f7f", symbol="diamond"), textfont=dict(size=10), cliponaxis=False))
     if best is not None:
         fig.add_trace(go.Scatter(x=[best[0]], y=[best[1]], mode="markers", name="best tree",
                                  marker=dict(size=16, symbol="star", color=ACCEPT_COLOUR, line=dict(width=1, color="black"))))

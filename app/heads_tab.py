@@ -158,14 +158,14 @@ def build_heads_tab(store: ModelStore, key_state: gr.State, accuracy_state: gr.S
             with gr.Column(scale=2):
                 gr.Markdown("### Calibrate the loaded heads\nDecode a prompt set greedily and record where each head ranks the tokens the model really produced.")
                 prompt_set = gr.Dropdown([*builtin_prompt_sets(), UPLOADED_PROMPTS], value="calibration", label="prompt set")
-                prompt_file = gr.File(label="or upload prompts (.txt, one per line)", file_types=[".txt"], type="filepath", height=80)
+                prompt_file = gr.File(label="prompts to upload (.txt, one per line; choose 'uploaded' above)", file_types=[".txt"], type="filepath", height=120)
                 with gr.Row():
                     count = gr.Slider(1, MAX_CALIBRATION_PROMPTS, value=4, step=1, label="prompts", elem_id="calibration-prompts")
                     max_new_tokens = gr.Slider(8, 256, value=32, step=8, label="new tokens per prompt", elem_id="calibration-tokens")
                     top_k = gr.Slider(1, 20, value=10, step=1, label="top_k")
                 calibrate_button = gr.Button("Run calibration", variant="primary", elem_id="calibrate-button")
                 table_file = gr.File(label="accuracy table (medusa-accuracy/1)", interactive=False, height=80)
-                table_upload = gr.File(label="upload an accuracy table (.json)", file_types=[".json"], type="filepath", height=80, elem_id="accuracy-upload")
+                table_upload = gr.UploadButton("Upload an accuracy table (medusa-accuracy/1 JSON)", file_types=[".json"], type="filepath", size="sm", elem_id="accuracy-upload")
     outputs = [accuracy_state, heatmap, info]
     gr.on([source.input, cumulative.input], show_table, inputs=[source, cumulative, accuracy_state], outputs=[heatmap, info], api_name="accuracy_table")
     calibrate_button.click(calibrate_heads, inputs=[prompt_set, prompt_file, count, max_new_tokens, top_k, key_state],

@@ -199,7 +199,7 @@ def build_optimise_tab(store: ModelStore, key_state: gr.State, accuracy_state: g
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
                 source = gr.Dropdown([("this session's table (Heads tab)", SESSION), *REFERENCE_CHOICES], value=SESSION, label="accuracy table", elem_id="optimise-source")
-                table_upload = gr.File(label="or upload an accuracy table (.json)", file_types=[".json"], type="filepath", height=80, elem_id="optimise-upload")
+                table_upload = gr.UploadButton("Upload an accuracy table (JSON)", file_types=[".json"], type="filepath", size="sm", elem_id="optimise-upload")
                 budget = gr.Slider(1, 128, value=32, step=1, label="node budget", elem_id="budget")
                 objective = gr.Radio(OBJECTIVE_CHOICES, value="length", label="objective")
                 engine = gr.Radio(ENGINE_CHOICES, value="none", label="engine constraint")

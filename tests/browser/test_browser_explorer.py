@@ -73,7 +73,9 @@ def test_step_slider_scrubs_back_to_the_first_step(page):
 def test_invalid_tree_upload_shows_an_error_and_the_next_run_works(page, tmp_path):
     bad = tmp_path / "bad-tree.json"
     bad.write_text(json.dumps({"format": "medusa-tree/1", "paths": [[0, 1]]}))
-    page.set_input_files("#tree-upload input[type=file]", str(bad))
+    with page.expect_file_chooser() as chooser:
+        page.click("#tree-upload")
+    chooser.value.set_files(str(bad))
     error_toast(page, "no parent").wait_for()
     run_prompt(page, "Say hi.", 4)
     assert page.locator(TREE_POINTS).count() >= 1

@@ -21,10 +21,10 @@ from medusa_core import (
     stream_generation,
     validate_tree,
 )
-from medusa_core.trees import tree_from_json
+from optimizer import import_tree
 
 from . import figures
-from .inputs import InputError, shown_in_page, upload_json, write_download
+from .inputs import InputError, shown_in_page, upload_text, write_download
 from .runtime import MAX_PROMPT_CHARS, gpu_task
 from .store import ModelKey, ModelStore
 from .text import comparison_markdown, stat_cards, live_stats_html, stats_html, step_caption, step_spans, text_html
@@ -199,12 +199,23 @@ def make_tree_mask(store: ModelStore):
     return tree_mask
 
 
+def tree_format(text: str) -> str:
+    """Which export format a tree text is in: our JSON file, TensorRT-LLM's flag, vLLM's tuples or medusa_choices."""
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        return "json"
+    if stripped.startswith("--medusa_choices"):
+        return "trtllm"
+    return "vllm" if "(" in stripped else "medusa"
+
+
 def upload_tree(path: str | None) -> tuple[tuple[Path_, ...], gr.Dropdown, str]:
-    """Read an uploaded medusa-tree/1 file (or a bare JSON list of paths) into the session."""
+    """Read an uploaded tree (any export format but SGLang's) into the session."""
     with shown_in_page("invalid tree file"):
-        data = upload_json(path, "tree")
-        paths = validate_tree(data) if isinstance(data, list) else tree_from_json(data)
-    return paths, gr.Dropdown(value=UPLOADED), f"Uploaded tree with {len(paths)} nodes."
+        text = upload_text(path, "tree")
+        fmt = tree_format(text)
+        paths = import_tree(text, fmt)
+    return paths, gr.Dropdown(value=UPLOADED), f"Uploaded tree ({fmt} format) with {len(paths)} nodes."
 
 
 def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: gr.State) -> ExploreTab:
@@ -220,7 +231,7 @@ def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: g
                     compare = gr.Checkbox(label="also run plain decoding (speed-up, outputs identical?)", value=False, elem_id="compare", scale=2)
             with gr.Column(scale=1):
                 tree_choice = gr.Dropdown(TREE_CHOICES, value=HEADS_DEFAULT, label="Candidate tree", elem_id="tree-choice")
-                tree_file = gr.UploadButton("Upload a tree file (medusa-tree/1 JSON)", file_types=[".json"], type="filepath", size="sm", elem_id="tree-upload")
+                tree_file = gr.UploadButton("Upload a tree (JSON file or any export)", file_types=[".json", ".txt", ".py"], type="filepath", size="sm", elem_id="tree-upload")
                 tree_info = gr.Markdown(label="tree", elem_id="tree-info")
         with gr.Accordion("Decoding settings", open=False):
             with gr.Row():

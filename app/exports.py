@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import gradio as gr
 
-from medusa_core.trees import tree_to_json
+from optimizer import export_tree
 
 from .inputs import write_download
 
@@ -18,33 +17,32 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ExportFormat:
-    key: str
+    key: str  # optimizer format name
     label: str
     filename: str
-    render: Callable[["OptimisedTree"], str]  # raises ValueError when the engine cannot take the tree
 
 
-def tree_file(tree: "OptimisedTree") -> str:
-    return json.dumps(tree_to_json(tree.paths, tree.num_heads, tree.top_k, tree.meta), indent=1)
-
-
-FORMATS: tuple[ExportFormat, ...] = (
-    ExportFormat("json", "tree file (JSON)", "tree.json", tree_file),
+EXPORTS: tuple[ExportFormat, ...] = (
+    ExportFormat("json", "tree file (JSON)", "tree.json"),
+    ExportFormat("medusa", "Medusa medusa_choices", "medusa_choices.txt"),
+    ExportFormat("trtllm", "TensorRT-LLM --medusa_choices", "trtllm_medusa_choices.txt"),
+    ExportFormat("vllm", "vLLM speculative_token_tree", "vllm_speculative_token_tree.txt"),
+    ExportFormat("sglang", "SGLang EAGLE flags (approximation)", "sglang_args.txt"),
 )
 
 
 def build_download_buttons() -> list[gr.DownloadButton]:
-    return [gr.DownloadButton(f"⬇ {fmt.label}", interactive=False, elem_id=f"download-{fmt.key}", size="sm") for fmt in FORMATS]
+    return [gr.DownloadButton(f"⬇ {fmt.label}", interactive=False, elem_id=f"download-{fmt.key}", size="sm") for fmt in EXPORTS]
 
 
 def download_buttons(tree: "OptimisedTree") -> list[gr.DownloadButton]:
     """A ready button per format, or a disabled one saying why the engine cannot take this tree."""
     buttons = []
-    for fmt in FORMATS:
+    for fmt in EXPORTS:
         try:
-            path = write_download(fmt.filename, fmt.render(tree))
+            text = export_tree(tree.paths, fmt.key, tree.num_heads, tree.top_k, tree.meta)
         except ValueError as err:
             buttons.append(gr.DownloadButton(f"{fmt.label}: not possible ({err})", value=None, interactive=False))
             continue
-        buttons.append(gr.DownloadButton(f"⬇ {fmt.label}", value=path, interactive=True))
+        buttons.append(gr.DownloadButton(f"⬇ {fmt.label}", value=write_download(fmt.filename, text), interactive=True))
     return buttons

@@ -11,15 +11,7 @@ import gradio as gr
 
 from medusa_core import MedusaModel
 from medusa_core.distill_data import read_prompt_file
-from optimizer.accuracy import (
-    REFERENCE_PREFIX,
-    REFERENCE_TABLES,
-    AccuracyError,
-    AccuracyTable,
-    load_accuracy_table,
-    reference_table,
-    table_from_json,
-)
+from optimizer import REFERENCE_TABLES, AccuracyError, AccuracyTable, load_accuracy_table, resolve_accuracy, table_from_json
 
 from . import figures
 from .inputs import InputError, shown_in_page, upload_json, upload_text, write_download
@@ -30,7 +22,7 @@ PROMPT_DIR = Path(__file__).resolve().parent.parent / "data" / "prompts"
 UPLOADED_PROMPTS = "uploaded"
 SESSION = "session"
 MAX_CALIBRATION_PROMPTS = 64
-REFERENCE_CHOICES = [(f"reference: Medusa-1 on {name} (paper)", REFERENCE_PREFIX + name) for name in REFERENCE_TABLES]
+REFERENCE_CHOICES = [(f"reference: Medusa-1 on {name} (paper)", f"reference:{name}") for name in REFERENCE_TABLES]  # resolve_accuracy specs
 
 
 @dataclass
@@ -111,8 +103,8 @@ def make_handlers(store: ModelStore):
     def show_table(source: str, cumulative: bool, session_table: AccuracyTable | None) -> tuple[Any, str]:
         """Draw the session's table (shipped, calibrated or uploaded) or a reference table."""
         with shown_in_page("cannot show that table"):
-            if source.startswith(REFERENCE_PREFIX):
-                _, heatmap, info = table_view(reference_table(source), "reference table", cumulative)
+            if source != SESSION:
+                _, heatmap, info = table_view(resolve_accuracy(source), "reference table", cumulative)
                 return heatmap, info
         if session_table is None:
             return no_table_view("Nothing measured for these heads yet: run a calibration or upload a table.")[1:]

@@ -14,11 +14,21 @@ from optuna.trial import TrialState
 
 from medusa_core import preset_tree, validate_tree
 from medusa_core.latency import tree_forward_fn
-from optimizer.accuracy import REFERENCE_PREFIX, AccuracyTable, reference_table
-from optimizer.engines import EngineError, check_tree_for_engine
-from optimizer.expected_length import TreeScorer
-from optimizer.profile import LatencyProfile, measure_latency_profile, tokens_per_second
-from optimizer.search import SearchConfig, SearchProgress, SearchResult, objective_names, run_search
+from optimizer import (
+    AccuracyTable,
+    EngineError,
+    LatencyProfile,
+    SearchConfig,
+    SearchProgress,
+    SearchResult,
+    TreeScorer,
+    check_tree_for_engine,
+    measure_latency_profile,
+    objective_names,
+    resolve_accuracy,
+    run_search,
+    tokens_per_second,
+)
 
 from . import exports, figures
 from .explore import OPTIMISED, ExploreTab
@@ -57,8 +67,8 @@ class OptimisedTree:
 
 
 def resolve_table(source: str, session_table: AccuracyTable | None) -> AccuracyTable:
-    if source.startswith(REFERENCE_PREFIX):
-        return reference_table(source)
+    if source != SESSION:
+        return resolve_accuracy(source)
     if session_table is None:
         raise ValueError("this session has no measured table: calibrate or upload one in the Heads tab, or pick a reference table")
     return session_table

@@ -14,6 +14,7 @@ from gradio_client.exceptions import AppError  # noqa: E402
 
 from app import ModelStore, build_app, launch_kwargs, load_key  # noqa: E402
 from medusa_core import DecodeConfig, generate  # noqa: E402
+from optimizer import FORMATS, import_tree  # noqa: E402
 
 # gradio's own Dataframe code trips pandas 3 deprecation warnings; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
@@ -139,6 +140,8 @@ def test_uploaded_tree_is_validated_then_used(client, tmp_path):
     assert value(choice) == "uploaded" and "3 nodes" in info
     record = record_of(run(client, "Hi", tree_choice="uploaded"))
     assert record["tree"] == [[0], [1], [0, 0]]
+    choice, info = client.predict(upload(tmp_path, "trtllm.txt", '--medusa_choices="[[0], [0, 0]]"'), api_name="/upload_tree")
+    assert "trtllm format" in info and "2 nodes" in info
 
 
 def test_tree_mask_of_a_preset(client):
@@ -189,8 +192,15 @@ def test_optimise_exports_and_use_in_explore(client):
     assert {row[0] for row in comparison["data"]} >= {"best found", "exact optimum", "mc_sim_7b_63"}
     assert any(t.get("name") == "Pareto front" for t in plot_traces(pareto))
     assert any(t.get("name") == "exact optimum E(N)" for t in plot_traces(curve))
-    tree_file = json.loads(Path(value(downloads[0])).read_text())
+    files = {fmt: value(button) for fmt, button in zip(FORMATS, downloads)}
+    tree_file = json.loads(Path(files["json"]).read_text())
     assert tree_file["format"] == "medusa-tree/1" and 1 <= len(tree_file["paths"]) <= 8
+    tree = import_tree(Path(files["json"]).read_text(), "json")
+    for fmt in ("medusa", "trtllm"):
+        assert import_tree(Path(files[fmt]).read_text(), fmt) == tree
+    assert "--speculative-num-draft-tokens" in Path(files["sglang"]).read_text()
+    if files["vllm"] is None:  # not a product tree: the button says why
+        assert "not possible" in downloads[FORMATS.index("vllm")]["label"]
     choice, note = client.predict(api_name="/use_in_explore")
     assert value(choice) == "optimised" and "in use" in note
     record = record_of(run(client, "Hi", tree_choice="optimised"))

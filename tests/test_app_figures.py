@@ -1,4 +1,4 @@
-"""Figures and text of the explorer, from plain data (no model, no server)."""
+"""Figures, text and export buttons of the explorer, from plain data (no model, no server)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import pytest
 pytest.importorskip("gradio")
 
 from app import figures
+from app.exports import EXPORTS
+from app.explore import tree_format
 from app.text import comparison_markdown, step_spans
+from optimizer import FORMATS, export_tree
 from medusa_core import GenerationRecord, Node, StepRecord, build_tree_buffers, preset_tree
 
 
@@ -103,3 +106,12 @@ def test_comparison_reports_speed_up_and_identity():
     text = comparison_markdown(record([1, 2, 3, 4], 1.0), record([1, 2, 3, 4], 2.0), greedy=True)
     assert "Speed-up: 2.00x" in text and "outputs identical" in text
     assert "outputs differ" in comparison_markdown(record([1, 2], 1.0), record([1, 3], 1.0), greedy=True)
+
+
+def test_every_optimizer_export_format_has_a_button():
+    assert [fmt.key for fmt in EXPORTS] == list(FORMATS)
+
+
+@pytest.mark.parametrize("fmt", ["json", "medusa", "trtllm", "vllm"])
+def test_uploaded_tree_format_is_recognised(fmt):
+    assert tree_format(export_tree(preset_tree("full-2x2"), fmt, 4, 10)) == fmt

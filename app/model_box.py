@@ -10,7 +10,6 @@ import gradio as gr
 from medusa_core import MedusaModel
 
 from .inputs import shown_in_page
-from .runtime import spaces_available
 from .store import RANDOM_HEADS, ModelKey, ModelStore, normalise_key
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -25,10 +24,9 @@ class ModelBox:
 def describe(medusa: MedusaModel, key: ModelKey) -> str:
     base = medusa.base
     heads = "untrained (random)" if key.heads == RANDOM_HEADS else medusa.heads_name
-    zero_gpu = " · ZeroGPU" if spaces_available() else ""
     return (
         f"**Loaded** `{base.name}` · heads `{heads}` ({medusa.num_heads} heads) · "
-        f"device **{base.device}** · {str(base.dtype).removeprefix('torch.')}{zero_gpu} · "
+        f"device **{base.device}** · {str(base.dtype).removeprefix('torch.')} · "
         f"default tree {len(medusa.default_tree)} nodes"
     )
 

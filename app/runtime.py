@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
+from types import ModuleType
 from typing import Any, Callable, TypeVar
 
 import gradio as gr
@@ -29,17 +29,19 @@ CSS = """
 """
 
 
-def spaces_available() -> bool:
-    return importlib.util.find_spec("spaces") is not None
+def spaces_module() -> ModuleType | None:
+    """Hugging Face's `spaces` package (ZeroGPU), when installed."""
+    try:
+        import spaces
+    except ImportError:
+        return None
+    return spaces
 
 
 def gpu_task(fn: F) -> F:
     """Run `fn` on a ZeroGPU slice when the `spaces` package is importable, else call it plainly."""
-    if not spaces_available():
-        return fn
-    import spaces
-
-    return spaces.GPU(fn)
+    spaces = spaces_module()
+    return fn if spaces is None else spaces.GPU(fn)
 
 
 def cuda_available() -> bool:

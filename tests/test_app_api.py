@@ -214,3 +214,15 @@ def test_speed_objective_needs_and_uses_a_latency_profile(client):
     assert "per pass" in note
     summary, *_ = client.predict(source="reference:vicuna-7b", budget=8, objective="speed", trials=5, api_name="/optimise")
     assert "tokens per second" in summary
+
+
+def test_typical_acceptance_is_reproducible_for_a_seed(client):
+    first, second = (record_of(run(client, "Tell me a story.", mode="typical", seed=7)) for _ in range(2))
+    assert first["settings"]["mode"] == "typical" and first["tokens"] == second["tokens"]
+
+
+def test_uploads_over_the_size_limit_are_refused(client, tmp_path):
+    big = upload(tmp_path, "big.json", "[" + " " * (6 * 1024 * 1024) + "]")
+    with pytest.raises(Exception, match="(?i)size|large|limit"):
+        client.predict(big, api_name="/upload_tree")
+    assert record_of(run(client, "Hi"))["tokens"]

@@ -1,0 +1,273 @@
+"""Command line: ``python -m optimizer {search,exact,compare,export,profile} ...``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from medusa_core.trees import TreeError, resolve_tree, save_tree_file
+
+from .accuracy import REFERENCE_PREFIX, REFERENCE_TABLES, AccuracyError, AccuracyTable, resolve_accuracy, with_geometric_tail
+from .engines import ENGINES, EngineError
+from .exact import ExactOptimum, exact_optimum, speed_optimum
+from .expected_length import LENGTH_MODELS, LengthModelError, expected_length
+from .formats import FORMATS, export_tree
+from .profile import DEFAULT_SIZES, ProfileError, load_latency_profile, measure_latency_profile, save_latency_profile
+from .search import DEFAULT_STORAGE, OBJECTIVES, SearchConfig, SearchError, SearchProgress, objective_names, run_search
+
+DEFAULT_FORWARD_FACTORY = "medusa_core.latency:make_tree_forward"
+USER_ERRORS = (AccuracyError, TreeError, EngineError, SearchError, ProfileError, LengthModelError)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_tree(path: str, tree: Sequence[tuple[int, ...]], fmt: str, table: AccuracyTable, meta: dict[str, Any]) -> None:
+    if fmt == "json":
+        save_tree_file(path, tree, table.num_heads, table.top_k, meta)
+    else:
+        Path(path).write_text(export_tree(tree, fmt, table.num_heads) + "\n")
+
+
+def _tqdm_progress(enabled: bool, total: int) -> tuple[Callable[[SearchProgress], None], Callable[[], None]]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc="trials", unit="trial", disable=not enabled, file=sys.stderr)
+
+    def update(progress: SearchProgress) -> None:
+        bar.n = progress.completed
+        if progress.best_value is not None:
+            bar.set_postfix(best=f"{progress.best_value:.4f}", refresh=False)
+        bar.refresh()
+
+    return update, bar.close
+
+
+def _profile_for(args: argparse.Namespace):
+    return load_latency_profile(args.profile) if args.profile else None
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    table = resolve_accuracy(args.accuracy)
+    config = SearchConfig(
+        budget=args.budget,
+        objective=args.objective,
+        length_model=args.length_model,
+        engine=args.engine,
+        n_trials=args.trials,
+        seed=args.seed,
+        cold=args.cold,
+        storage=args.storage,
+        study_name=args.study_name,
+    )
+    update, close = _tqdm_progress(not args.no_progress, args.trials)
+    try:
+        result = run_search(table, config, _profile_for(args), progress=update)
+    finally:
+        close()
+    best, exact = result.best, result.exact
+    names = objective_names(args.objective)
+    print(f"study {result.study.study_name} ({args.storage}): {len(result.study.trials)} trials")
+    print(f"best tree: {len(best.tree)} nodes, {best.expected_length:.4f} tokens/step ({result.length_model} model)")
+    for name, value in zip(names, best.values):
+        print(f"  {name}: {value:.6g}")
+    if len(names) == 1:
+        reference, found = exact.value, best.values[0]
+        print(f"exact optimum: {reference:.6g} {names[0]} with {len(exact.tree)} nodes")
+    else:
+        reference, found = float(exact.curve[-1]), best.expected_length
+        print(f"exact optimum: {reference:.4f} tokens/step with at most {args.budget} nodes")
+    print(f"best found = {found / reference:.2%} of the exact optimum")
+    if args.out:
+        meta = {
+            "source": "optimizer search",
+            "objective": args.objective,
+            "objective_names": list(names),
+            "objective_value": list(best.values) if len(best.values) > 1 else best.values[0],
+            "expected_length": best.expected_length,
+            "length_model": result.length_model,
+            "budget": args.budget,
+            "engine": args.engine,
+            "accuracy": args.accuracy,
+            "accuracy_model": table.model,
+            "exact_optimum_value": reference,
+            "trials": len(result.study.trials),
+            "study": result.study.study_name,
+            "created": _now(),
+        }
+        _write_tree(args.out, best.tree, args.format, table, meta)
+        print(f"wrote {args.out} ({args.format})")
+
+
+def _exact_for(args: argparse.Namespace, table: AccuracyTable) -> ExactOptimum:
+    if args.objective == "speed":
+        profile = _profile_for(args)
+        if profile is None:
+            raise ProfileError("--objective speed needs --profile")
+        return speed_optimum(table, profile, args.budget, args.length_model, args.engine)
+    return exact_optimum(table, args.budget, args.length_model, args.engine)
+
+
+def cmd_exact(args: argparse.Namespace) -> None:
+    table = resolve_accuracy(args.accuracy)
+    optimum = _exact_for(args, table)
+    print(f"exact optimum ({optimum.objective}, {optimum.model} model, engine {optimum.engine}): "
+          f"{len(optimum.tree)} nodes, {optimum.expected_length:.4f} tokens/step, value {optimum.value:.6g}")
+    if args.curve:
+        print("nodes  best tokens/step")
+        for nodes, length in enumerate(optimum.curve):
+            print(f"{nodes:5d}  {length:.4f}")
+    if args.out:
+        meta = {
+            "source": "optimizer exact",
+            "objective": optimum.objective,
+            "objective_value": optimum.value,
+            "expected_length": optimum.expected_length,
+            "length_model": optimum.model,
+            "budget": args.budget,
+            "engine": args.engine,
+            "accuracy": args.accuracy,
+            "created": _now(),
+        }
+        _write_tree(args.out, optimum.tree, args.format, table, meta)
+        print(f"wrote {args.out} ({args.format})")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    table = resolve_accuracy(args.accuracy)
+    tree = resolve_tree(args.tree)
+    tables = [(f"{args.accuracy} (top_k {table.top_k})", table)]
+    if args.tail_top_k > table.top_k:
+        tables.append((f"{args.accuracy} + geometric tail to top_k {args.tail_top_k}", with_geometric_tail(table, args.tail_top_k)))
+    width = max(len(label) for label, _ in tables)
+    print(f"{'table':<{width}}  exact optimum ({args.budget} nodes)  {args.tree} ({len(tree)} nodes)  ratio")
+    for label, candidate in tables:
+        optimum = exact_optimum(candidate, args.budget, args.length_model)
+        length = expected_length(tree, candidate, optimum.model)
+        print(f"{label:<{width}}  {optimum.expected_length:>24.4f}  {length:>{len(args.tree) + 14}.4f}  "
+              f"{length / optimum.expected_length:.2%}")
+    print("figures: expected tokens per step = 1 + sum over nodes of the product of per-rank accuracies")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    text = export_tree(resolve_tree(args.tree), args.format, args.num_heads)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    else:
+        print(text)
+
+
+def _load_factory(spec: str) -> Callable[..., tuple[Callable[[int], None], dict]]:
+    module_name, _, function = spec.partition(":")
+    if not function:
+        raise ProfileError(f"--forward-factory must look like module:function, got {spec!r}")
+    return getattr(importlib.import_module(module_name), function)
+
+
+def cmd_profile(args: argparse.Namespace) -> None:
+    sizes = tuple(int(s) for s in args.sizes.split(",")) if args.sizes else DEFAULT_SIZES
+    factory = _load_factory(args.forward_factory)
+    forward, info = factory(args.model, args.device, args.dtype, args.prefix_len)
+    from tqdm import tqdm
+
+    with tqdm(total=len(sizes), desc="sizes", disable=args.no_progress, file=sys.stderr) as bar:
+        profile = measure_latency_profile(
+            forward, sizes, args.repeats, args.warmup, progress=lambda done, total: bar.update(1), info=info
+        )
+    save_latency_profile(profile, args.out)
+    print(f"{profile.model} on {profile.device} ({profile.dtype}), prefix {profile.prefix_len} tokens:")
+    for size, seconds in zip(profile.sizes, profile.seconds):
+        print(f"  {size:4d} tokens  {seconds * 1000:8.2f} ms")
+    print(f"wrote {args.out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m optimizer", description="Medusa tree-topology optimiser")
+    commands = parser.add_subparsers(dest="command", required=True)
+    accuracy_help = f"medusa-accuracy/1 JSON file or {', '.join(REFERENCE_PREFIX + n for n in REFERENCE_TABLES)}"
+
+    def add_table_options(p: argparse.ArgumentParser, default_accuracy: str | None = None) -> None:
+        p.add_argument("--accuracy", required=default_accuracy is None, default=default_accuracy, help=accuracy_help)
+        p.add_argument("--length-model", default="auto", choices=("auto", *LENGTH_MODELS),
+                       help="auto: empirical replay when the table has rank vectors, else independence")
+
+    def add_output_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--out", help="write the tree here")
+        p.add_argument("--format", default="json", choices=FORMATS, help="format of --out (json keeps meta)")
+
+    search = commands.add_parser("search", help="Optuna search over tree shapes")
+    add_table_options(search)
+    search.add_argument("--budget", type=int, default=64, help="maximum tree nodes (root excluded)")
+    search.add_argument("--objective", default="length", choices=OBJECTIVES)
+    search.add_argument("--profile", help="medusa-latency/1 file (objectives speed, length-vs-latency)")
+    search.add_argument("--engine", default="none", choices=ENGINES)
+    search.add_argument("--trials", type=int, default=300, help="complete trials the study should hold")
+    search.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna storage URL (SQLite file, PostgreSQL, ...)")
+    search.add_argument("--study-name", help="default: derived from the table and settings")
+    search.add_argument("--cold", action="store_true", help="enqueue nothing: Optuna alone")
+    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--no-progress", action="store_true")
+    add_output_options(search)
+    search.set_defaults(run=cmd_search)
+
+    exact = commands.add_parser("exact", help="exact optimum tree and the E(N) curve")
+    add_table_options(exact)
+    exact.add_argument("--budget", type=int, default=64)
+    exact.add_argument("--objective", default="length", choices=("length", "speed"))
+    exact.add_argument("--profile", help="medusa-latency/1 file (objective speed)")
+    exact.add_argument("--engine", default="none", choices=ENGINES)
+    exact.add_argument("--curve", action="store_true", help="print the best tokens/step for every node count")
+    add_output_options(exact)
+    exact.set_defaults(run=cmd_exact)
+
+    compare = commands.add_parser("compare", help="exact optimum vs a given tree, side by side")
+    add_table_options(compare, default_accuracy=REFERENCE_PREFIX + "vicuna-7b")
+    compare.add_argument("--budget", type=int, default=63)
+    compare.add_argument("--tree", default="mc_sim_7b_63", help="preset name, tree file or JSON list of paths")
+    compare.add_argument("--tail-top-k", type=int, default=10,
+                         help="also score with ranks extrapolated to this top_k (0: off)")
+    compare.set_defaults(run=cmd_compare)
+
+    export = commands.add_parser("export", help="convert a tree to a serving-engine format")
+    export.add_argument("--tree", required=True, help="tree file, preset name or JSON list of paths")
+    export.add_argument("--format", required=True, choices=FORMATS)
+    export.add_argument("--num-heads", type=int, help="check depth against the number of heads")
+    export.add_argument("--out", help="write here instead of printing")
+    export.set_defaults(run=cmd_export)
+
+    profile = commands.add_parser("profile", help="measure forward latency versus tree size")
+    profile.add_argument("--model", help="base model id or folder (default: the embedded default model)")
+    profile.add_argument("--device", default="auto")
+    profile.add_argument("--dtype", default="auto")
+    profile.add_argument("--prefix-len", type=int, default=200, help="tokens in the KV cache before the tree")
+    profile.add_argument("--sizes", help=f"comma-separated token counts (default {','.join(map(str, DEFAULT_SIZES))})")
+    profile.add_argument("--repeats", type=int, default=7)
+    profile.add_argument("--warmup", type=int, default=2)
+    profile.add_argument("--forward-factory", default=DEFAULT_FORWARD_FACTORY,
+                         help="module:function(model, device, dtype, prefix_len) -> (forward, info)")
+    profile.add_argument("--no-progress", action="store_true")
+    profile.add_argument("--out", required=True)
+    profile.set_defaults(run=cmd_profile)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -157,9 +157,12 @@ def test_unknown_model_is_an_error_and_the_app_keeps_serving(client):
     assert record_of(run(client, "Hi"))["tokens"]
 
 
-def test_load_model_reports_the_device(server, client):
-    status = client.predict(server[1].default.model, server[1].default.heads, "auto", api_name="/load_model")
-    assert "device **cpu**" in status or "device **cuda" in status
+def test_loading_other_heads_changes_only_this_session(server, client):
+    status = client.predict("default", "random", "auto", api_name="/load_model")
+    assert "untrained (random)" in status and ("device **cpu**" in status or "device **cuda" in status)
+    assert record_of(run(client, "Hi"))["heads"] == "random"
+    other = Client(server[0], verbose=False)
+    assert record_of(run(other, "Hi"))["heads"] == server[1].get().heads_name
 
 
 def test_reference_accuracy_table(client):

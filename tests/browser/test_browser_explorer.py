@@ -110,5 +110,6 @@ def test_optimise_then_download_an_export_and_use_it_in_explore(page, screenshot
     screenshot(page, "optimise")
     page.click("#use-in-explore")
     wait_for_choice(page, "tree-choice", "optimiser's latest tree")
+    assert page.locator("button[role=tab][aria-selected=true]").inner_text() == "Explore"
     run_prompt(page, "Say hi.", 4)
     assert page.locator(TREE_POINTS).count() >= 1

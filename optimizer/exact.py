@@ -30,7 +30,7 @@ optimum is the best tree of the size N that maximises ``E*(N) / latency(N + 1)``
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -54,7 +54,7 @@ class ExactOptimum:
     expected_length: float  # tokens per step of ``tree``
     value: float  # objective value of ``tree``: expected length, or predicted tokens per second
     objective: ExactObjective
-    curve: np.ndarray  # [budget + 1]: best expected length with at most N nodes, N = 0..budget
+    curve: np.ndarray = field(compare=False)  # [budget + 1]: best expected length with at most N nodes
     model: LengthModel
     engine: str
 

@@ -252,10 +252,15 @@ def run_search(
     table: AccuracyTable,
     config: SearchConfig,
     profile: LatencyProfile | None = None,
-    progress: Callable[[SearchProgress], None] | None = None,
+    progress: Callable[[SearchProgress], bool | None] | None = None,
     sampler: optuna.samplers.BaseSampler | None = None,
 ) -> SearchResult:
-    """Run (or resume) the search until the study holds ``config.n_trials`` complete trials."""
+    """Run (or resume) the search until the study holds ``config.n_trials`` complete trials.
+
+    ``progress`` is called after every trial; returning True stops the search early (a cancel
+    button, or "stop at 99% of the exact optimum"). ``sampler`` defaults to a TPE sampler seeded
+    with ``config.seed``.
+    """
     length_model = _check_config(config, table, profile)
     space = tree_space(table, config)
     study = open_study(table, config, profile, sampler)
@@ -281,15 +286,15 @@ class _ProgressCounter:
     completed: int
     total: int
     best_value: float | None
-    report: Callable[[SearchProgress], None] | None
+    report: Callable[[SearchProgress], bool | None] | None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if trial.state == TrialState.COMPLETE:
             self.completed += 1
             first = trial.values[0]
             self.best_value = first if self.best_value is None else max(self.best_value, first)
-        if self.report is not None:
-            self.report(SearchProgress(self.completed, self.total, self.best_value))
+        if self.report is not None and self.report(SearchProgress(self.completed, self.total, self.best_value)):
+            study.stop()
 
 
 def _result(

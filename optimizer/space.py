@@ -18,7 +18,7 @@ at most ``budget`` nodes), whatever the parameter values. A tree is built in two
   models them jointly; the slot parameters exist only in trials that pin nodes.
 
 For the vLLM engine the space is its product trees instead: ``branch{d}`` = number of children of
-every node of level d (0 ends the tree), cut to the budget.
+every node of level d (at least 1 at the root; 0 ends the tree), cut to the budget.
 
 The node count is the parameter ``nodes`` when ``sized`` (speed and multi-objective searches);
 otherwise it is the budget, since adding a node never lowers the expected length.
@@ -82,7 +82,7 @@ class TreeSpace:
         branching: list[int] = []
         size, level = 0, 1
         for d in range(self.max_depth):
-            count = trial.suggest_int(f"branch{d}", 0, self.top_k)
+            count = trial.suggest_int(f"branch{d}", 1 if d == 0 else 0, self.top_k)
             count = min(count, (self.budget - size) // level)  # cut to the budget
             if count == 0:
                 break

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import gradio as gr
 
@@ -27,7 +28,7 @@ from . import figures
 from .inputs import InputError, shown_in_page, upload_text, write_download
 from .runtime import MAX_PROMPT_CHARS, gpu_task
 from .store import ModelKey, ModelStore
-from .text import comparison_markdown, stat_cards, live_stats_html, stats_html, step_caption, step_spans, text_html
+from .text import comparison_markdown, live_stats_html, stat_cards, stats_html, step_caption, step_spans, text_html
 
 Path_ = tuple[int, ...]
 
@@ -41,6 +42,7 @@ TREE_CHOICES: list[tuple[str, str]] = (
     + [("optimiser's latest tree", OPTIMISED), ("uploaded tree file", UPLOADED)]
 )
 STREAM_INTERVAL_S = 0.25  # at most ~4 page updates a second while decoding (the first step at once)
+RUN_TTL_S = 3600  # a session's last run (all its trees) is dropped an hour after it was stored
 EXAMPLE_PROMPT = "Explain in two sentences why the sky is blue."
 
 
@@ -57,9 +59,8 @@ class RunView:
 
 @dataclass
 class ExploreTab:
-    """Components other tabs need: where a tree choice lands, and the tab to switch to."""
+    """Components other tabs need: where a tree choice lands, and the mask to redraw."""
 
-    tab: gr.Tab
     tree_choice: gr.Dropdown
     tree_info: gr.Markdown
     mask_plot: gr.Plot
@@ -172,19 +173,25 @@ def stream_run(medusa: MedusaModel, prompt: str, tree: tuple[Path_, ...], config
     stats = stats_html(record, len(tree))
     stats_plot = figures.stats_figure([s.accepted_length for s in steps], medusa.num_heads)
     comparison = "Plain decoding running for the comparison…" if compare else ""
-    outputs = [text_html(spans, medusa.num_heads), figure, caption, finished_slider(run.num_steps),
-               stats, stats_plot, comparison, record_download(record), run]
-    yield tuple(outputs)
+    outputs = (text_html(spans, medusa.num_heads), figure, caption, finished_slider(run.num_steps),
+               stats, stats_plot, comparison, record_download(record), run)
+    yield outputs
     if compare:
         plain = generate(medusa, prompt, [], config)
-        outputs[6] = comparison_markdown(record, plain, config.typical is None)
-        yield tuple(outputs)
+        yield outputs[:6] + (comparison_markdown(record, plain, config.typical is None),) + outputs[7:]  # whole: API callers keep the last yield
 
 
 def show_step(step_number: float, colour_by: figures.ColourBy, run: RunView | None) -> tuple[Any, str]:
     """Redraw the tree of one step of the last run (the step slider)."""
     if run is None or run.num_steps == 0:
         raise gr.Error("Run a prompt first; the slider scrubs through its steps.")
+    return step_figure(run, step_number, colour_by)
+
+
+def recolour(step_number: float, colour_by: figures.ColourBy, run: RunView | None) -> tuple[Any, str]:
+    """Redraw the shown step in the other colouring (nothing to do before a run)."""
+    if run is None or run.num_steps == 0:
+        return gr.skip(), gr.skip()
     return step_figure(run, step_number, colour_by)
 
 
@@ -219,9 +226,9 @@ def upload_tree(path: str | None) -> tuple[tuple[Path_, ...], gr.Dropdown, str]:
 
 
 def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: gr.State) -> ExploreTab:
-    with gr.Tab("Explore", id="explore") as tab:  # states inside the tab: a Tabs child that is no tab breaks the tab bar
+    with gr.Tab("Explore", id="explore"):  # states inside the tab: a Tabs child that is no tab breaks the tab bar
         uploaded_state = gr.State(None)
-        run_state = gr.State(None)
+        run_state = gr.State(None, time_to_live=RUN_TTL_S)
         with gr.Row():
             with gr.Column(scale=2):
                 prompt = gr.Textbox(label="Prompt (the chat template is applied)", value=EXAMPLE_PROMPT, lines=3, max_length=MAX_PROMPT_CHARS, elem_id="prompt")
@@ -268,9 +275,9 @@ def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: g
     # input: dragging, arrow keys and the number box (release would miss the keyboard); the latest value wins.
     step_slider.input(show_step, inputs=[step_slider, colour_by, run_state], outputs=[tree_plot, caption], api_name="show_step",
                       trigger_mode="always_last", show_progress="hidden")
-    colour_by.input(show_step, inputs=[step_slider, colour_by, run_state], outputs=[tree_plot, caption], api_visibility="private")
+    colour_by.input(recolour, inputs=[step_slider, colour_by, run_state], outputs=[tree_plot, caption], api_visibility="private")
     tree_choice.change(tree_mask, inputs=mask_inputs, outputs=[mask_plot, tree_info], api_name="tree_mask")
     tree_file.upload(upload_tree, inputs=[tree_file], outputs=[uploaded_state, tree_choice, tree_info], api_name="upload_tree").then(
         tree_mask, inputs=mask_inputs, outputs=[mask_plot, tree_info], api_visibility="private"
     )
-    return ExploreTab(tab, tree_choice, tree_info, mask_plot, tree_mask, mask_inputs)
+    return ExploreTab(tree_choice, tree_info, mask_plot, tree_mask, mask_inputs)

@@ -35,7 +35,7 @@ def build_download_buttons() -> list[gr.DownloadButton]:
     return [gr.DownloadButton(f"⬇ {fmt.label}", interactive=False, elem_id=f"download-{fmt.key}", size="sm") for fmt in EXPORTS]
 
 
-def download_buttons(tree: "OptimisedTree") -> list[gr.DownloadButton]:
+def download_buttons(tree: OptimisedTree) -> list[gr.DownloadButton]:
     """A ready button per format, or a disabled one saying why the engine cannot take this tree."""
     buttons = []
     for fmt in EXPORTS:

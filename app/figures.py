@@ -3,8 +3,9 @@ tables and the optimiser's history, Pareto front and E(N) curve. Plain data in, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import plotly.graph_objects as go

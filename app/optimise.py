@@ -3,9 +3,9 @@ the exact optimum, export the tree for serving engines, or send it to the Explor
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import gradio as gr
 import numpy as np
@@ -32,14 +32,13 @@ from optimizer import (
 
 from . import exports, figures
 from .explore import OPTIMISED, ExploreTab
-from .heads_tab import REFERENCE_CHOICES, upload_accuracy
+from .heads_tab import REFERENCE_CHOICES, SESSION, upload_accuracy
 from .inputs import shown_in_page
 from .runtime import gpu_task
 from .store import ModelKey, ModelStore
 
 Path_ = tuple[int, ...]
 
-SESSION = "session"
 OBJECTIVE_CHOICES = [
     ("expected tokens per step", "length"),
     ("predicted tokens per second (needs the latency profile)", "speed"),
@@ -50,7 +49,7 @@ ENGINE_CHOICES = [("any tree", "none"), ("TensorRT-LLM (≤ 63 nodes)", "trtllm"
 LENGTH_MODELS = [("auto (replay when the table has rank vectors)", "auto"), ("independence", "independence"), ("empirical replay", "empirical")]
 PROFILE_SIZES = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128)
 PROFILE_REPEATS = 3
-PRESET_NAMES = ("chain-4", "full-2x2", "full-2x3", "full-3x2", "mc_sim_7b_63")
+COMPARED_PRESETS = ("full-2x2", "full-2x3", "full-3x2", "mc_sim_7b_63")  # plus a chain over all heads
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar reports trials; keep the server log quiet
 
 COMPARISON_HEADERS = ["tree", "nodes", "depth", "expected tokens/step", "predicted tokens/s", "fits engine"]
@@ -79,7 +78,7 @@ def complete_trials(result: SearchResult) -> list:
 
 
 def preset_trees(num_heads: int) -> list[tuple[str, tuple[Path_, ...]]]:
-    names = [f"chain-{num_heads}", *PRESET_NAMES[1:]]
+    names = [f"chain-{num_heads}", *COMPARED_PRESETS]
     return [(name, preset_tree(name)) for name in names]
 
 
@@ -221,14 +220,14 @@ def build_optimise_tab(store: ModelStore, key_state: gr.State, accuracy_state: g
                 run_button = gr.Button("Optimise", variant="primary", elem_id="optimise-button")
                 with gr.Accordion("Latency profile of this device (speed objectives)", open=False):
                     profile_button = gr.Button("Measure latency profile", elem_id="profile-button")
-                    profile_note = gr.Markdown("Not measured yet.")
+                    profile_note = gr.Markdown("Not measured yet.", label="profile")
                     profile_plot = gr.Plot(label="latency profile")
             with gr.Column(scale=2):
-                summary = gr.Markdown("Press **Optimise** to search for the best tree.", elem_id="optimise-summary")
+                summary = gr.Markdown("Press **Optimise** to search for the best tree.", label="summary", elem_id="optimise-summary")
                 best_plot = gr.Plot(figures.empty_figure("The best tree appears here", 300), label="Best tree", elem_id="best-tree-plot")
                 with gr.Row():
                     use_button = gr.Button("Use in Explore", elem_id="use-in-explore")
-                    use_note = gr.Markdown()
+                    use_note = gr.Markdown(label="explore tree")
                 with gr.Row():
                     downloads = exports.build_download_buttons()
                 with gr.Row():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from medusa_core import MedusaModel, load_medusa
 from medusa_core.models import DEFAULT_HEADS

@@ -13,6 +13,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 from app import ModelStore, build_app, launch_kwargs, load_key  # noqa: E402
+from app import optimise as app_optimise  # noqa: E402
 from medusa_core import DecodeConfig, generate  # noqa: E402
 from optimizer import FORMATS, import_tree  # noqa: E402
 
@@ -210,7 +211,8 @@ def test_optimise_exports_and_use_in_explore(client):
     assert len(record["tree"]) <= 8
 
 
-def test_speed_objective_needs_and_uses_a_latency_profile(client):
+def test_speed_objective_needs_and_uses_a_latency_profile(client, monkeypatch):
+    monkeypatch.setattr(app_optimise, "PROFILE_SIZES", (1, 8, 32))  # a quick profile; the server runs in this process
     with pytest.raises(AppError, match="latency profile"):
         client.predict(source="reference:vicuna-7b", budget=8, objective="speed", trials=5, api_name="/optimise")
     plot, note = client.predict(api_name="/latency_profile")

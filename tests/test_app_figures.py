@@ -8,11 +8,11 @@ import pytest
 pytest.importorskip("gradio")
 
 from app import figures
-from app.exports import EXPORTS
 from app.explore import tree_format
+from app.exports import EXPORTS
 from app.text import comparison_markdown, step_spans
-from optimizer import FORMATS, export_tree
 from medusa_core import GenerationRecord, Node, StepRecord, build_tree_buffers, preset_tree
+from optimizer import FORMATS, export_tree
 
 
 def step_of(paths: list[tuple[int, ...]], accepted: list[int]) -> StepRecord:

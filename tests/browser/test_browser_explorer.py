@@ -6,6 +6,11 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
+# gradio's own Dataframe code trips pandas 3 deprecation warnings; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
+
 TREE_POINTS = "#tree-plot .js-plotly-plot .scatterlayer .point"
 
 

@@ -1,0 +1,116 @@
+"""``python -m optimizer``: one end-to-end subprocess run per command (started together, since
+each pays the start-up import of medusa_core), plus in-process checks of user errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from medusa_core.trees import load_tree_file, save_tree_file
+from optimizer import LatencyProfile, accuracy_from_ranks, load_latency_profile, save_accuracy_table, save_latency_profile
+from optimizer.__main__ import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+FAKE_FACTORY = '''
+def make_tree_forward(model_spec, device, dtype, prefix_len=200):
+    def forward(tokens):
+        sum(range(1000 * tokens))
+    return forward, {"model": model_spec or "default", "device": device, "dtype": dtype,
+                     "prefix_len": prefix_len, "threads": 1}
+'''
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Start every command at once; each test waits for its own."""
+    work = tmp_path_factory.mktemp("cli")
+    ranks = [[0, 0, 1], [0, 1, 0], [1, 0, 0], [0, 0, 0], [2, -1, 0], [0, 0, 3]] * 20
+    save_accuracy_table(accuracy_from_ranks(ranks, top_k=4, model="tiny", heads="tiny-heads"), work / "acc.json")
+    save_latency_profile(LatencyProfile((1, 4, 16, 64), (0.05, 0.08, 0.11, 0.2), device="cpu"), work / "p.json")
+    save_tree_file(work / "tree.json", [[0], [1], [0, 0], [0, 1], [1, 0], [1, 1]], num_heads=3, top_k=4)
+    (work / "fakeforward.py").write_text(FAKE_FACTORY)
+    commands = {
+        "search": ["search", "--accuracy", "reference:vicuna-7b", "--budget", "16", "--trials", "12",
+                   "--engine", "trtllm", "--storage", f"sqlite:///{work / 'studies.db'}", "--out", "best.json"],
+        "exact": ["exact", "--accuracy", "acc.json", "--budget", "20", "--objective", "speed", "--profile", "p.json",
+                  "--curve", "--out", "exact.txt", "--format", "medusa"],
+        "compare": ["compare"],
+        "export": ["export", "--tree", "tree.json", "--format", "vllm"],
+        "profile": ["profile", "--forward-factory", "fakeforward:make_tree_forward", "--device", "cpu",
+                    "--sizes", "1,2,4", "--repeats", "2", "--warmup", "1", "--out", "measured.json"],
+    }
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO), str(work)])}
+    started = {
+        name: subprocess.Popen([sys.executable, "-m", "optimizer", *argv], cwd=work, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for name, argv in commands.items()
+    }
+    return {"work": work, "started": started}
+
+
+def finished(runs: dict, name: str) -> str:
+    process = runs["started"][name]
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    return stdout
+
+
+def test_search_command_writes_a_tree_with_its_objective(runs: dict) -> None:
+    stdout = finished(runs, "search")
+    assert "best tree: 16 nodes" in stdout and "of the exact optimum" in stdout
+    data = json.loads((runs["work"] / "best.json").read_text())
+    meta = data["meta"]
+    assert meta["objective"] == "length" and meta["engine"] == "trtllm" and meta["trials"] == 12
+    assert meta["objective_value"] == pytest.approx(meta["expected_length"])
+    assert meta["objective_value"] == pytest.approx(meta["exact_optimum_value"])  # warm start: enqueued
+    assert len(load_tree_file(runs["work"] / "best.json")) == 16
+    assert (runs["work"] / "studies.db").exists()
+
+
+def test_exact_command_prints_the_curve_and_exports(runs: dict) -> None:
+    stdout = finished(runs, "exact")
+    assert "exact optimum (speed, empirical model" in stdout
+    assert stdout.count("\n") >= 22  # header + 21 curve rows
+    text = (runs["work"] / "exact.txt").read_text()
+    assert text.startswith("[[0]")
+
+
+def test_compare_command_prints_both_figures(runs: dict) -> None:
+    stdout = finished(runs, "compare")
+    assert "mc_sim_7b_63" in stdout
+    rows = [line.split() for line in stdout.splitlines() if line.startswith("reference:vicuna-7b")]
+    assert len(rows) == 2
+    for row in rows:
+        optimum, medusa = float(row[-3]), float(row[-2])
+        assert optimum >= medusa
+    assert rows[0][-3:-1] == ["2.3845", "2.3400"]
+
+
+def test_export_command_prints_the_engine_string(runs: dict) -> None:
+    assert finished(runs, "export").strip() == "[(0,), (1,), (0, 0), (0, 1), (1, 0), (1, 1)]"
+
+
+def test_profile_command_saves_a_profile(runs: dict) -> None:
+    stdout = finished(runs, "profile")
+    profile = load_latency_profile(runs["work"] / "measured.json")
+    assert profile.sizes == (1, 2, 4) and profile.device == "cpu" and profile.model == "default"
+    assert profile.meta["threads"] == 1 and "4 tokens" in stdout
+
+
+def test_user_errors_exit_2_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"format": "medusa-accuracy/1", "top_k": 2, "acc": [[0.5, float("nan")]]}))
+    assert main(["search", "--accuracy", str(bad), "--storage", f"sqlite:///{tmp_path / 's.db'}"]) == 2
+    assert "error: acc[0][1] is NaN" in capsys.readouterr().err
+    assert main(["exact", "--accuracy", "reference:vicuna-7b", "--objective", "speed"]) == 2
+    assert "needs --profile" in capsys.readouterr().err
+    assert main(["export", "--tree", "mc_sim_7b_63", "--format", "vllm"]) == 2
+    assert "vLLM needs" in capsys.readouterr().err
+    assert main(["search", "--accuracy", "reference:vicuna-7b", "--engine", "trtllm", "--budget", "64"]) == 2
+    assert "max_draft_len = 63" in capsys.readouterr().err

@@ -234,6 +234,7 @@ def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: g
                 prompt = gr.Textbox(label="Prompt (the chat template is applied)", value=EXAMPLE_PROMPT, lines=3, max_length=MAX_PROMPT_CHARS, elem_id="prompt")
                 with gr.Row(equal_height=True):
                     run_button = gr.Button("Run", variant="primary", elem_id="run-button", scale=1)
+                    stop_button = gr.Button("Stop", variant="stop", elem_id="stop-button", scale=0, min_width=70)
                     max_new_tokens = gr.Slider(1, 512, value=64, step=1, label="max new tokens", elem_id="max-new-tokens", scale=2)
                     compare = gr.Checkbox(label="also run plain decoding (speed-up, outputs identical?)", value=False, elem_id="compare", scale=2)
             with gr.Column(scale=1):
@@ -266,12 +267,13 @@ def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: g
 
     tree_mask = make_tree_mask(store)
     mask_inputs = [tree_choice, key_state, uploaded_state, optimised_state]
-    run_button.click(
+    run_event = run_button.click(
         make_run(store),
         inputs=[prompt, max_new_tokens, mode, temperature, threshold, alpha, seed, tree_choice, colour_by, compare, key_state, uploaded_state, optimised_state],
         outputs=[output, tree_plot, caption, step_slider, stats, stats_plot, comparison, record_file, run_state],
         api_name="generate",
     )
+    stop_button.click(None, cancels=[run_event])
     # input: dragging, arrow keys and the number box (release would miss the keyboard); the latest value wins.
     step_slider.input(show_step, inputs=[step_slider, colour_by, run_state], outputs=[tree_plot, caption], api_name="show_step",
                       trigger_mode="always_last", show_progress="hidden")

@@ -33,7 +33,7 @@ from optimizer import (
 from . import exports, figures
 from .explore import OPTIMISED, ExploreTab
 from .heads_tab import REFERENCE_CHOICES, SESSION, upload_accuracy
-from .inputs import shown_in_page
+from .inputs import InputError, shown_in_page
 from .runtime import gpu_task
 from .store import ModelKey, ModelStore
 
@@ -47,6 +47,7 @@ OBJECTIVE_CHOICES = [
 ]
 ENGINE_CHOICES = [("any tree", "none"), ("TensorRT-LLM (≤ 63 nodes)", "trtllm"), ("vLLM (same children on every level)", "vllm")]
 LENGTH_MODELS = [("auto (replay when the table has rank vectors)", "auto"), ("independence", "independence"), ("empirical replay", "empirical")]
+NEEDS_PROFILE = ("speed", "length-vs-latency")
 PROFILE_SIZES = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128)
 PROFILE_REPEATS = 3
 COMPARED_PRESETS = ("full-2x2", "full-2x3", "full-3x2", "mc_sim_7b_63")  # plus a chain over all heads
@@ -154,6 +155,8 @@ def make_handlers(store: ModelStore):
         """Run the Optuna study; outputs: summary, best tree, history, Pareto front, E(N), comparison,
         the session's optimised tree, then one download per export format."""
         with shown_in_page("cannot optimise"):
+            if profile is None and objective in NEEDS_PROFILE:
+                raise InputError("this objective needs the latency profile: open 'Latency profile of this device' and press Measure")
             table = resolve_table(source, session_table)
             config = SearchConfig(budget=int(budget), objective=objective, length_model=length_model, engine=engine,
                                   n_trials=int(trials), seed=int(seed), cold=not warm_start, storage=None)

@@ -75,6 +75,17 @@ def test_step_slider_scrubs_back_to_the_first_step(page):
     assert page.locator(TREE_POINTS).count() >= 1
 
 
+def test_stop_cancels_a_long_run_and_the_next_run_works(page):
+    page.locator("#prompt textarea").fill("Write a long essay about rivers.")
+    set_slider(page, "max-new-tokens", 400)
+    page.click("#run-button")
+    page.wait_for_selector("#stats:has-text('generating')")
+    page.click("#stop-button")
+    page.wait_for_selector("#tree-plot [data-testid=status-tracker].hide", state="attached")
+    run_prompt(page, "Say hi.", 4)
+    assert page.locator(TREE_POINTS).count() >= 1
+
+
 def test_invalid_tree_upload_shows_an_error_and_the_next_run_works(page, tmp_path):
     bad = tmp_path / "bad-tree.json"
     bad.write_text(json.dumps({"format": "medusa-tree/1", "paths": [[0, 1]]}))

@@ -28,7 +28,7 @@ from . import figures
 from .inputs import InputError, shown_in_page, upload_text, write_download
 from .runtime import MAX_PROMPT_CHARS, gpu_task
 from .store import ModelKey, ModelStore
-from .text import comparison_markdown, live_stats_html, stat_cards, stats_html, step_caption, step_spans, text_html
+from .text import comparison_html, live_stats_html, stat_cards, stats_html, step_caption, step_spans, text_html
 
 Path_ = tuple[int, ...]
 
@@ -172,13 +172,13 @@ def stream_run(medusa: MedusaModel, prompt: str, tree: tuple[Path_, ...], config
     figure, caption = step_figure(run, run.num_steps, colour_by)
     stats = stats_html(record, len(tree))
     stats_plot = figures.stats_figure([s.accepted_length for s in steps], medusa.num_heads)
-    comparison = "Plain decoding running for the comparison…" if compare else ""
+    comparison = stat_cards([], "Plain decoding of the same prompt is running for the comparison…") if compare else ""
     outputs = (text_html(spans, medusa.num_heads), figure, caption, finished_slider(run.num_steps),
                stats, stats_plot, comparison, record_download(record), run)
     yield outputs
     if compare:
         plain = generate(medusa, prompt, [], config)
-        yield outputs[:6] + (comparison_markdown(record, plain, config.typical is None),) + outputs[7:]  # whole: API callers keep the last yield
+        yield outputs[:6] + (comparison_html(record, plain, config.typical is None),) + outputs[7:]  # whole: API callers keep the last yield
 
 
 def show_step(step_number: float, colour_by: figures.ColourBy, run: RunView | None) -> tuple[Any, str]:
@@ -260,7 +260,7 @@ def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: g
             with gr.Column(scale=2):
                 stats = gr.HTML(stat_cards([("tokens / step", "–"), ("tokens / s", "–")], "statistics of the run appear here"), label="statistics", elem_id="stats")
                 stats_plot = gr.Plot(figures.empty_figure("Acceptance statistics", 300), label="Acceptance", elem_id="stats-plot")
-                comparison = gr.Markdown(label="comparison with plain decoding", elem_id="comparison")
+                comparison = gr.HTML(label="comparison with plain decoding", elem_id="comparison")
                 record_file = gr.File(label="Generation record (JSON)", interactive=False, elem_id="record-file", height=80)
         with gr.Accordion("Tree attention mask of the chosen tree", open=False):
             mask_plot = gr.Plot(label="Tree attention mask", elem_id="mask-plot")

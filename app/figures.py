@@ -21,6 +21,7 @@ ACCEPT_COLOUR = "#ff7f0e"
 FADED_OPACITY = 0.3
 FONT = dict(family="Inter, Segoe UI, sans-serif", size=12)
 MAX_LABEL_CHARS = 10
+MAX_LABELLED_NODES = 24
 
 
 def depth_colour(depth: int) -> str:
@@ -140,16 +141,22 @@ def tidy_layout(parents: Sequence[int]) -> np.ndarray:
     return x
 
 
-def label_positions(depths: Sequence[int]) -> list[str]:
-    """Labels below nodes; on crowded levels every other label goes above to avoid overlaps."""
-    counts = np.bincount(np.asarray(depths, dtype=int))
-    seen = np.zeros_like(counts)
-    positions = []
-    for depth in depths:
-        crowded = counts[depth] > 12
-        positions.append("top center" if crowded and seen[depth] % 2 else "bottom center")
-        seen[depth] += 1
-    return positions
+def first_child_chain(parents: Sequence[int]) -> list[int]:
+    """Root, its best-ranked child, that child's best-ranked child, ...: the heads' top guesses."""
+    children = children_of(parents)
+    chain = [0] if len(parents) else []
+    while chain and children[chain[-1]]:
+        chain.append(children[chain[-1]][0])
+    return chain
+
+
+def shown_labels(view: TreeView) -> list[str]:
+    """Every label on small trees; on big ones only the accepted path and the heads' top-guess
+    chain (every token stays readable on hover)."""
+    if len(view.parents) <= MAX_LABELLED_NODES:
+        return list(view.labels)
+    keep = set(view.accepted) | set(first_child_chain(view.parents))
+    return [label if i in keep else "" for i, label in enumerate(view.labels)]
 
 
 def edge_coordinates(edges: Sequence[tuple[int, int]], x: np.ndarray, y: np.ndarray) -> tuple[list, list]:
@@ -165,7 +172,7 @@ def node_traces(view: TreeView, x: np.ndarray, y: np.ndarray, colour_by: ColourB
     accepted = set(view.accepted)
     faded = bool(accepted)
     opacity = [1.0 if (i in accepted or not faded) else FADED_OPACITY for i in range(len(view.parents))]
-    positions = label_positions(view.depths)
+    labels = shown_labels(view)
     if colour_by == "probability":
         groups = [("nodes", list(range(len(view.parents))))]
     else:
@@ -180,8 +187,8 @@ def node_traces(view: TreeView, x: np.ndarray, y: np.ndarray, colour_by: ColourB
         traces.append(
             go.Scatter(
                 x=x[members], y=y[members], mode="markers+text", name=name,
-                text=[view.labels[i] for i in members],
-                textposition=[positions[i] for i in members],
+                text=[labels[i] for i in members],
+                textposition="bottom center",
                 textfont=dict(size=11, color=[f"rgba(30,30,30,{opacity[i]})" for i in members]),
                 hovertext=[view.hovers[i] for i in members], hoverinfo="text",
                 marker=marker, showlegend=colour_by == "depth",

@@ -85,18 +85,19 @@ def step_caption(step_index: int, step: StepRecord, total: int) -> str:
     )
 
 
-def comparison_markdown(medusa: GenerationRecord, plain: GenerationRecord, greedy: bool) -> str:
+def comparison_html(medusa: GenerationRecord, plain: GenerationRecord, greedy: bool) -> str:
+    """Medusa against plain decoding of the same prompt: speed-up and whether the outputs match."""
     speedup = medusa.tokens_per_second / plain.tokens_per_second if plain.tokens_per_second > 0 else 0.0
     identical = medusa.tokens == plain.tokens
-    if greedy:
-        verdict = "✅ outputs identical" if identical else "❌ outputs differ"
-    else:
-        verdict = ("outputs identical" if identical else "outputs differ") + " (sampling: not expected to match)"
-    return "\n".join([
-        "| run | tokens | steps | tokens / step | tokens / s | seconds |",
-        "|---|---:|---:|---:|---:|---:|",
-        f"| Medusa | {len(medusa.tokens)} | {medusa.num_steps} | {medusa.tokens_per_step:.2f} | {medusa.tokens_per_second:.1f} | {medusa.seconds:.2f} |",
-        f"| plain decoding | {len(plain.tokens)} | {plain.num_steps} | {plain.tokens_per_step:.2f} | {plain.tokens_per_second:.1f} | {plain.seconds:.2f} |",
-        "",
-        f"**Speed-up: {speedup:.2f}x** · {verdict}",
-    ])
+    verdict = "✓ identical" if identical else "✗ differ"
+    note = (
+        f"Speed-up {speedup:.2f}x over plain decoding ({plain.num_steps} steps, {plain.seconds:.2f} s); "
+        + ("outputs identical, as greedy acceptance guarantees." if identical and greedy else
+           "outputs differ!" if greedy else f"outputs {'identical' if identical else 'differ'} (sampling: not expected to match).")
+    )
+    return stat_cards([
+        ("speed-up", f"{speedup:.2f}x"),
+        ("Medusa tokens / s", f"{medusa.tokens_per_second:.1f}"),
+        ("plain tokens / s", f"{plain.tokens_per_second:.1f}"),
+        ("outputs", verdict),
+    ], note)

@@ -10,7 +10,7 @@ pytest.importorskip("gradio")
 from app import figures
 from app.explore import tree_format
 from app.exports import EXPORTS
-from app.text import comparison_markdown, step_spans
+from app.text import comparison_html, step_spans
 from medusa_core import GenerationRecord, Node, StepRecord, build_tree_buffers, preset_tree
 from optimizer import FORMATS, export_tree
 
@@ -103,15 +103,15 @@ def record(tokens: list[int], seconds: float) -> GenerationRecord:
 
 
 def test_comparison_reports_speed_up_and_identity():
-    text = comparison_markdown(record([1, 2, 3, 4], 1.0), record([1, 2, 3, 4], 2.0), greedy=True)
-    assert "Speed-up: 2.00x" in text and "outputs identical" in text
-    assert "outputs differ" in comparison_markdown(record([1, 2], 1.0), record([1, 3], 1.0), greedy=True)
+    text = comparison_html(record([1, 2, 3, 4], 1.0), record([1, 2, 3, 4], 2.0), greedy=True)
+    assert "2.00x" in text and "outputs identical" in text
+    assert "outputs differ" in comparison_html(record([1, 2], 1.0), record([1, 3], 1.0), greedy=True)
 
 
-def test_every_optimizer_export_format_has_a_button():
-    assert [fmt.key for fmt in EXPORTS] == list(FORMATS)
-
-
-@pytest.mark.parametrize("fmt", ["json", "medusa", "trtllm", "vllm"])
-def test_uploaded_tree_format_is_recognised(fmt):
-    assert tree_format(export_tree(preset_tree("full-2x2"), fmt, 4, 10)) == fmt
+def test_big_trees_label_only_the_accepted_path_and_the_top_guesses():
+    paths = list(preset_tree("mc_sim_7b_63"))  # breadth-first: node 1 = [0], 3 = [0, 0]
+    step = step_of(paths, accepted=[0, 2])  # root and [1]
+    labels = figures.shown_labels(figures.step_tree_view(step.nodes, step.accepted))
+    chain = figures.first_child_chain(build_tree_buffers(paths).parent.tolist())
+    assert [paths[i - 1] for i in chain[1:]] == [(0,), (0, 0), (0, 0, 0), (0, 0, 0, 0)]
+    assert {i for i, label in enumerate(labels) if label} == set(chain) | {2}

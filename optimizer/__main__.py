@@ -9,6 +9,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import optuna
+from tqdm import tqdm
+
 from medusa_core.trees import TreeError, resolve_tree, save_tree_file
 
 from .accuracy import REFERENCE_PREFIX, REFERENCE_TABLES, AccuracyError, AccuracyTable, resolve_accuracy, with_geometric_tail
@@ -16,7 +19,7 @@ from .engines import ENGINES, EngineError
 from .exact import ExactOptimum, exact_optimum, speed_optimum
 from .expected_length import LENGTH_MODELS, LengthModelError, expected_length
 from .formats import FORMATS, export_tree
-from .profile import DEFAULT_SIZES, ProfileError, load_latency_profile, measure_latency_profile, save_latency_profile
+from .profile import DEFAULT_SIZES, LatencyProfile, ProfileError, load_latency_profile, measure_latency_profile, save_latency_profile
 from .search import DEFAULT_STORAGE, OBJECTIVES, SearchConfig, SearchError, SearchProgress, objective_names, run_search
 
 DEFAULT_FORWARD_FACTORY = "medusa_core.latency:make_tree_forward"
@@ -35,8 +38,6 @@ def _write_tree(path: str, tree: Sequence[tuple[int, ...]], fmt: str, table: Acc
 
 
 def _tqdm_progress(enabled: bool, total: int) -> tuple[Callable[[SearchProgress], None], Callable[[], None]]:
-    from tqdm import tqdm
-
     bar = tqdm(total=total, desc="trials", unit="trial", disable=not enabled, file=sys.stderr)
 
     def update(progress: SearchProgress) -> None:
@@ -48,13 +49,11 @@ def _tqdm_progress(enabled: bool, total: int) -> tuple[Callable[[SearchProgress]
     return update, bar.close
 
 
-def _profile_for(args: argparse.Namespace):
+def _profile_for(args: argparse.Namespace) -> LatencyProfile | None:
     return load_latency_profile(args.profile) if args.profile else None
 
 
 def cmd_search(args: argparse.Namespace) -> None:
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     table = resolve_accuracy(args.accuracy)
     config = SearchConfig(
@@ -84,6 +83,9 @@ def cmd_search(args: argparse.Namespace) -> None:
         print(f"exact optimum: {reference:.6g} {names[0]} with {len(exact.tree)} nodes")
     else:
         reference, found = float(exact.curve[-1]), best.expected_length
+        print(f"Pareto front ({len(result.pareto)} trees): nodes, {', '.join(names)}")
+        for point in result.pareto:
+            print(f"  {len(point.tree):4d}  " + "  ".join(f"{value:.6g}" for value in point.values))
         print(f"exact optimum: {reference:.4f} tokens/step with at most {args.budget} nodes")
     print(f"best found = {found / reference:.2%} of the exact optimum")
     if args.out:
@@ -176,8 +178,6 @@ def cmd_profile(args: argparse.Namespace) -> None:
     sizes = tuple(int(s) for s in args.sizes.split(",")) if args.sizes else DEFAULT_SIZES
     factory = _load_factory(args.forward_factory)
     forward, info = factory(args.model, args.device, args.dtype, args.prefix_len)
-    from tqdm import tqdm
-
     with tqdm(total=len(sizes), desc="sizes", disable=args.no_progress, file=sys.stderr) as bar:
         profile = measure_latency_profile(
             forward, sizes, args.repeats, args.warmup, progress=lambda done, total: bar.update(1), info=info

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -65,7 +65,7 @@ class _Candidates:
 
     sizes: np.ndarray  # [m] int
     lengths: np.ndarray  # [m] expected length of the best tree of that size
-    trees: tuple[tuple[Path_, ...], ...]
+    tree_at: Callable[[int], tuple[Path_, ...]]  # index into sizes -> that tree
 
     def curve(self, budget: int) -> np.ndarray:
         best = np.ones(budget + 1)  # [budget + 1]; the empty tree gives 1 token per step
@@ -100,7 +100,7 @@ def _greedy_candidates(scorer: TreeScorer, budget: int) -> _Candidates:
     order, values = greedy_order(scorer, budget)
     sizes = np.arange(len(order) + 1)
     lengths = 1.0 + np.concatenate([[0.0], np.cumsum(values)])
-    return _Candidates(sizes, lengths, tuple(order[:n] for n in sizes))
+    return _Candidates(sizes, lengths, lambda index: order[: sizes[index]])
 
 
 def _product_candidates(scorer: TreeScorer, budget: int) -> _Candidates:
@@ -114,7 +114,7 @@ def _product_candidates(scorer: TreeScorer, budget: int) -> _Candidates:
         if size not in best or lengths[index] > lengths[best[size]]:
             best[int(size)] = index
     chosen = [best[s] for s in sorted(best)]
-    return _Candidates(sizes[chosen], lengths[chosen], tuple(trees[i] for i in chosen))
+    return _Candidates(sizes[chosen], lengths[chosen], lambda index: trees[chosen[index]])
 
 
 def _candidates(table: AccuracyTable, budget: int, model: str, engine: str) -> tuple[_Candidates, LengthModel]:
@@ -134,7 +134,7 @@ def exact_optimum(
     best = int(np.argmax(candidates.lengths))
     length = float(candidates.lengths[best])
     return ExactOptimum(
-        tree=validate_tree(candidates.trees[best]),
+        tree=validate_tree(candidates.tree_at(best)),
         expected_length=length,
         value=length,
         objective="length",
@@ -156,7 +156,7 @@ def speed_optimum(
     speeds = candidates.lengths / profile.latencies(candidates.sizes + 1)
     best = int(np.argmax(speeds))
     return ExactOptimum(
-        tree=validate_tree(candidates.trees[best]),
+        tree=validate_tree(candidates.tree_at(best)),
         expected_length=float(candidates.lengths[best]),
         value=float(speeds[best]),
         objective="speed",

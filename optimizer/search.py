@@ -190,7 +190,8 @@ def open_study(
 def starting_trees(
     table: AccuracyTable, config: SearchConfig, profile: LatencyProfile | None
 ) -> list[tuple[Path_, ...]]:
-    """The exact optimum for the objective, then Medusa's presets that fit the space."""
+    """The exact optimum for the objective (for a Pareto front also the exact optima of 1, 2, 4, ...
+    nodes), then Medusa's presets that fit the space."""
     space = tree_space(table, config)
     length_model = resolve_length_model(table, config.length_model)
     if config.objective in ("speed", "length-vs-latency"):
@@ -198,8 +199,12 @@ def starting_trees(
         best = speed_optimum(table, profile, config.budget, length_model, config.engine)
     else:
         best = exact_optimum(table, config.budget, length_model, config.engine)
+    optima = [best.tree]
+    if len(objective_names(config.objective)) > 1:
+        sizes = sorted({min(2**i, config.budget) for i in range(config.budget.bit_length() + 1)})
+        optima += [exact_optimum(table, n, length_model, config.engine).tree for n in sizes]
     depth = min(table.num_heads, config.budget)
-    presets = [best.tree, MC_SIM_7B_63, chain_tree(depth), full_tree(2, 2), full_tree(2, 3), full_tree(3, 2)]
+    presets = [*optima, MC_SIM_7B_63, chain_tree(depth), full_tree(2, 2), full_tree(2, 3), full_tree(3, 2)]
     trees: list[tuple[Path_, ...]] = []
     for preset in presets:
         tree = validate_tree(preset)

@@ -36,10 +36,11 @@ def build_app(medusa_loader: Loader | None = None, store: ModelStore | None = No
             explore = build_explore_tab(store, key_state, optimised_state)
             heads = build_heads_tab(store, key_state, accuracy_state)
             build_optimise_tab(store, key_state, accuracy_state, optimised_state, explore, tabs)
-        page_load = demo.load(make_status(store), inputs=[key_state], outputs=[model_box.status], api_visibility="private")
-        explore.refresh_mask(page_load)
-        explore.refresh_mask(model_box.load_event)
-        heads.refresh_after(page_load)
-        heads.refresh_after(model_box.load_event)
+        model_status, require_model = make_status(store)
+        page_load = demo.load(model_status, inputs=[key_state], outputs=[model_box.status], api_visibility="private")
+        model_ready = page_load.then(require_model, inputs=[key_state], api_visibility="private")
+        for ready in (model_ready, model_box.load_event):
+            explore.refresh_mask(ready)
+            heads.refresh_after(ready)
     demo.queue(default_concurrency_limit=concurrency_limit(), max_size=QUEUE_MAX_SIZE)
     return demo

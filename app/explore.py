@@ -68,8 +68,8 @@ class ExploreTab:
     mask_inputs: list[Any]
 
     def refresh_mask(self, event: Any) -> None:
-        """Redraw the mask and tree summary after `event` (a dependency's .then)."""
-        event.then(self.tree_mask, inputs=self.mask_inputs, outputs=[self.mask_plot, self.tree_info], api_visibility="private")
+        """Redraw the mask and tree summary after `event` succeeds (a model is ready, a tree chosen)."""
+        event.success(self.tree_mask, inputs=self.mask_inputs, outputs=[self.mask_plot, self.tree_info], api_visibility="private")
 
 
 def choose_tree(choice: str, medusa: MedusaModel, uploaded: Sequence[Path_] | None, optimised: Sequence[Path_] | None) -> tuple[Path_, ...]:

@@ -34,8 +34,8 @@ class HeadsTab:
     accuracy_state: gr.State
 
     def refresh_after(self, event: Any) -> None:
-        """Show the loaded heads' shipped table after `event` (page load, model load)."""
-        event.then(self.refresh, inputs=[self.key_state], outputs=[self.accuracy_state, self.heatmap, self.info], api_visibility="private")
+        """Show the loaded heads' shipped table after `event` succeeds (page load, model load)."""
+        event.success(self.refresh, inputs=[self.key_state], outputs=[self.accuracy_state, self.heatmap, self.info], api_visibility="private")
 
 
 def builtin_prompt_sets() -> list[str]:
@@ -93,8 +93,8 @@ def upload_accuracy(path: str | None) -> AccuracyTable:
 def make_handlers(store: ModelStore):
     def show_loaded(key: ModelKey) -> tuple[AccuracyTable | None, Any, str]:
         """The loaded heads' shipped table becomes the session's table (page load, model load)."""
-        medusa = store.get(key)
-        with shown_in_page("the shipped accuracy table is invalid"):
+        with shown_in_page("cannot read the heads' accuracy table"):
+            medusa = store.get(key)
             table = shipped_table(medusa)
         if table is None:
             return no_table_view("No measured table for these heads yet: run a calibration, upload a table or pick a reference.")

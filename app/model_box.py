@@ -47,18 +47,25 @@ def make_load(store: ModelStore):
 
 def make_status(store: ModelStore):
     def model_status(key: ModelKey) -> str:
-        """What this session uses now (loads the default model on the first page load)."""
-        with shown_in_page("cannot load the default model"):
+        """What this session uses (loads the default model on the first page load), or why nothing is loaded."""
+        try:
             return describe(store.get(key), key)
+        except Exception as err:  # shown in the status box; require_model raises it as a page error too
+            return f"**No model loaded** ({key.describe()}): {err}. Choose another in the Model box."
 
-    return model_status
+    def require_model(key: ModelKey) -> None:
+        """Fails (with the reason in the page) when the session's model cannot be loaded."""
+        with shown_in_page("no model loaded"):
+            store.get(key)
+
+    return model_status, require_model
 
 
 def build_model_box(store: ModelStore, key_state: gr.State) -> ModelBox:
     default = store.default
     with gr.Accordion("Model", open=False, elem_id="model-box"):
         with gr.Row():
-            model = gr.Textbox(default.model, label="base model", info="default = embedded SmolLM2-135M-Instruct; or a local folder / Hub id", scale=3)
+            model = gr.Textbox(default.model, label="base model", info="default = embedded SmolLM2-135M-Instruct; or a local folder / Hub id", scale=3, elem_id="model-name")
             heads = gr.Textbox(default.heads, label="Medusa heads", info="default = shipped heads; random = untrained; or a folder / Hub id", scale=3)
             device = gr.Dropdown(list(DEVICES), value=default.device, label="device", scale=1)
             load = gr.Button("Load", scale=1, elem_id="load-model")

@@ -115,3 +115,12 @@ def test_big_trees_label_only_the_accepted_path_and_the_top_guesses():
     chain = figures.first_child_chain(build_tree_buffers(paths).parent.tolist())
     assert [paths[i - 1] for i in chain[1:]] == [(0,), (0, 0), (0, 0, 0), (0, 0, 0, 0)]
     assert {i for i, label in enumerate(labels) if label} == set(chain) | {2}
+
+
+def test_every_optimizer_export_format_has_a_button():
+    assert [fmt.key for fmt in EXPORTS] == list(FORMATS)
+
+
+@pytest.mark.parametrize("fmt", ["json", "medusa", "trtllm", "vllm"])
+def test_uploaded_tree_format_is_recognised(fmt):
+    assert tree_format(export_tree(preset_tree("full-2x2"), fmt, 4, 10)) == fmt

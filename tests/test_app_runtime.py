@@ -83,3 +83,17 @@ def test_store_keeps_the_most_recent_models_and_a_failed_load_leaves_nothing():
 
 def test_blank_model_box_fields_mean_the_defaults():
     assert normalise_key(" ", "", None) == ModelKey("default", "default", "auto")
+
+
+def test_a_model_that_cannot_load_is_reported_in_the_status_and_as_a_page_error():
+    import gradio as gr
+
+    from app.model_box import make_status
+
+    def broken(key: ModelKey):
+        raise ValueError("the default model's package is not installed")
+
+    model_status, require_model = make_status(ModelStore(broken, default=ModelKey()))
+    assert "No model loaded" in model_status(ModelKey()) and "not installed" in model_status(ModelKey())
+    with pytest.raises(gr.Error, match="not installed"):
+        require_model(ModelKey())

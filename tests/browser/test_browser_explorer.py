@@ -86,13 +86,18 @@ def test_stop_cancels_a_long_run_and_the_next_run_works(page):
     assert page.locator(TREE_POINTS).count() >= 1
 
 
-def test_invalid_tree_upload_shows_an_error_and_the_next_run_works(page, tmp_path):
+def test_invalid_upload_and_unknown_model_show_errors_and_the_next_run_works(page, tmp_path):
     bad = tmp_path / "bad-tree.json"
     bad.write_text(json.dumps({"format": "medusa-tree/1", "paths": [[0, 1]]}))
     with page.expect_file_chooser() as chooser:
         page.click("#tree-upload")
     chooser.value.set_files(str(bad))
     error_toast(page, "no parent").wait_for()
+    page.click("#model-box")
+    page.locator("#model-name textarea, #model-name input").first.fill("/no/such/model")
+    page.click("#load-model")
+    error_toast(page, "cannot load").wait_for()
+    assert "Loaded" in page.locator("#model-status").inner_text()
     run_prompt(page, "Say hi.", 4)
     assert page.locator(TREE_POINTS).count() >= 1
 

@@ -49,6 +49,7 @@ from .search import (
     SearchResult,
     TreeTrial,
     best_so_far,
+    exact_reference,
     objective_names,
     open_study,
     run_search,

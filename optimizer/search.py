@@ -62,7 +62,7 @@ class SearchConfig:
 
 @dataclass(frozen=True)
 class SearchProgress:
-    completed: int  # complete trials in the study
+    completed: int  # complete trials in the study (other workers' counted when this run started)
     total: int  # the n_trials target
     best_value: float | None  # best first objective so far
 
@@ -79,7 +79,7 @@ class TreeTrial:
 class SearchResult:
     best: TreeTrial  # single objective: best trial; multi-objective: Pareto trial of largest length
     pareto: tuple[TreeTrial, ...]  # Pareto-optimal trees (first trial of each), by node count
-    exact: ExactOptimum  # exact optimum of the length (or, for speed objectives, speed) objective
+    exact: ExactOptimum  # exact optimum of the first objective (see exact_reference)
     config: SearchConfig
     length_model: LengthModel
     study: optuna.Study = field(compare=False, repr=False)
@@ -187,22 +187,32 @@ def open_study(
     return study
 
 
+def exact_reference(
+    table: AccuracyTable, config: SearchConfig, profile: LatencyProfile | None
+) -> ExactOptimum:
+    """The exact optimum of the search's first objective (tokens per second for ``speed``,
+    tokens per step otherwise) within the budget and the engine's constraints."""
+    length_model = resolve_length_model(table, config.length_model)
+    if config.objective == "speed":
+        assert profile is not None
+        return speed_optimum(table, profile, config.budget, length_model, config.engine)
+    return exact_optimum(table, config.budget, length_model, config.engine)
+
+
 def starting_trees(
     table: AccuracyTable, config: SearchConfig, profile: LatencyProfile | None
 ) -> list[tuple[Path_, ...]]:
-    """The exact optimum for the objective (for a Pareto front also the exact optima of 1, 2, 4, ...
-    nodes), then Medusa's presets that fit the space."""
+    """The exact optimum (for a Pareto front also the exact optima of 1, 2, 4, ... nodes and the
+    fastest tree), then Medusa's presets that fit the space."""
     space = tree_space(table, config)
     length_model = resolve_length_model(table, config.length_model)
-    if config.objective in ("speed", "length-vs-latency"):
-        assert profile is not None
-        best = speed_optimum(table, profile, config.budget, length_model, config.engine)
-    else:
-        best = exact_optimum(table, config.budget, length_model, config.engine)
-    optima = [best.tree]
+    optima = [exact_reference(table, config, profile).tree]
     if len(objective_names(config.objective)) > 1:
         sizes = sorted({min(2**i, config.budget) for i in range(config.budget.bit_length() + 1)})
         optima += [exact_optimum(table, n, length_model, config.engine).tree for n in sizes]
+    if config.objective == "length-vs-latency":
+        assert profile is not None
+        optima.append(speed_optimum(table, profile, config.budget, length_model, config.engine).tree)
     depth = min(table.num_heads, config.budget)
     presets = [*optima, MC_SIM_7B_63, chain_tree(depth), full_tree(2, 2), full_tree(2, 3), full_tree(3, 2)]
     trees: list[tuple[Path_, ...]] = []
@@ -315,12 +325,7 @@ def _result(
         best = _tree_trial(study.best_trial)
     else:
         best = max(pareto, key=lambda t: (t.expected_length, -len(t.tree)))
-    if config.objective in ("speed", "length-vs-latency"):
-        assert profile is not None
-        exact = speed_optimum(table, profile, config.budget, length_model, config.engine)
-    else:
-        exact = exact_optimum(table, config.budget, length_model, config.engine)
-    return SearchResult(best, tuple(pareto), exact, config, length_model, study)
+    return SearchResult(best, tuple(pareto), exact_reference(table, config, profile), config, length_model, study)
 
 
 def best_so_far(study: optuna.Study) -> np.ndarray:

@@ -141,6 +141,7 @@ def test_multi_objective_front_is_ordered_and_valid(objective: str) -> None:
     assert len(result.pareto) >= 2 and sizes == sorted(sizes)
     assert lengths == sorted(lengths)  # more nodes only on the front if they buy length
     assert result.best.expected_length == max(lengths)
+    assert result.exact == exact_optimum(VICUNA_7B, 24)  # the first objective is the length
     for point in result.pareto:
         validate_tree(point.tree, VICUNA_7B.num_heads, VICUNA_7B.top_k)
 

@@ -99,7 +99,12 @@ def test_every_trial_of_a_search_is_valid_and_within_budget() -> None:
 
 
 def test_cold_search_reaches_99_percent_of_the_exact_optimum() -> None:
-    """Optuna alone (nothing enqueued, TPE seed 0) on Medusa's Vicuna-7B table, at most 300 trials."""
+    """Optuna alone (nothing enqueued, TPE seed 0) on Medusa's Vicuna-7B table, at most 300 trials.
+
+    With Optuna 5.0 it needed 3, 4 and 4 trials for budgets 16, 32 and 64: in the ranked-cost space
+    even the random start-up points are close to optimal. Run to 300 trials it stands at 99.38%,
+    99.97% and 99.93% of the optimum (98.9%, 99.95%, 99.88% of the accepted tokens, E - 1).
+    """
     needed = {}
     for budget in (16, 32, 64):
         target = 0.99 * exact_optimum(VICUNA_7B, budget).expected_length

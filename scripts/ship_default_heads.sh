@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Rebuild everything shipped for the default model: heads, accuracy table, CPU latency profile,
+# length- and speed-optimal trees, and the CPU benchmark. Run on an otherwise idle machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py=.venv/bin/python
+H=heads/smollm2-135m-instruct
+B=benchmarks
+step=${1:-all}
+if [ "$step" = all ] || [ "$step" = train ]; then
+  $py -m medusa_core train-heads --prompts data/prompts/train.txt --out "$H" --max-new-tokens 256 --epochs 2 --batch-size 64
+fi
+if [ "$step" = all ] || [ "$step" = trees ]; then
+  rm -f "$H/tree.json"  # calibrate with the plain chain, independent of any earlier tree
+  $py -m medusa_core calibrate --heads "$H" --prompts data/prompts/calibration.txt --out "$H/accuracy.json" --max-new-tokens 128 --top-k 10
+  $py -m optimizer profile --out "$B/latency-cpu-smollm2-135m.json"
+  $py -m optimizer search --accuracy "$H/accuracy.json" --budget 64 --objective length --trials 300 --storage "sqlite:////tmp/medusa-ship.db" --out "$H/tree-length.json"
+  $py -m optimizer search --accuracy "$H/accuracy.json" --budget 64 --objective speed --profile "$B/latency-cpu-smollm2-135m.json" --trials 300 --storage "sqlite:////tmp/medusa-ship.db" --out "$H/tree-speed.json"
+  cp "$H/tree-speed.json" "$H/tree.json"
+fi
+if [ "$step" = all ] || [ "$step" = bench ]; then
+  $py -m medusa_core bench --prompts data/prompts/test.txt --num-prompts 24 --max-new-tokens 128 \
+    --tree length="$H/tree-length.json" --tree speed="$H/tree-speed.json" --prompt-lookup-tokens 3,10 \
+    --out "$B/cpu-smollm2-135m.json" --markdown "$B/cpu-smollm2-135m.md"
+fi

@@ -35,14 +35,15 @@ def build_download_buttons() -> list[gr.DownloadButton]:
     return [gr.DownloadButton(f"⬇ {fmt.label}", interactive=False, elem_id=f"download-{fmt.key}", size="sm") for fmt in EXPORTS]
 
 
-def download_buttons(tree: OptimisedTree) -> list[gr.DownloadButton]:
-    """A ready button per format, or a disabled one saying why the engine cannot take this tree."""
-    buttons = []
+def download_buttons(tree: "OptimisedTree") -> tuple[list[gr.DownloadButton], str]:
+    """A ready button per format, or a disabled one; the note says why an engine cannot take the tree."""
+    buttons, notes = [], []
     for fmt in EXPORTS:
         try:
             text = export_tree(tree.paths, fmt.key, tree.num_heads, tree.top_k, tree.meta)
         except ValueError as err:
-            buttons.append(gr.DownloadButton(f"{fmt.label}: not possible ({err})", value=None, interactive=False))
+            buttons.append(gr.DownloadButton(f"✗ {fmt.label}", value=None, interactive=False))
+            notes.append(f"**{fmt.label}**: not possible: {err}")
             continue
         buttons.append(gr.DownloadButton(f"⬇ {fmt.label}", value=write_download(fmt.filename, text), interactive=True))
-    return buttons
+    return buttons, "<br>".join(notes)

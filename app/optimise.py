@@ -153,7 +153,7 @@ def make_handlers(store: ModelStore):
                  warm_start: bool, session_table: AccuracyTable | None, profile: LatencyProfile | None,
                  progress: gr.Progress = gr.Progress()) -> tuple:
         """Run the Optuna study; outputs: summary, best tree, history, Pareto front, E(N), comparison,
-        the session's optimised tree, then one download per export format."""
+        the session's optimised tree, the export note, then one download per export format."""
         with shown_in_page("cannot optimise"):
             if profile is None and objective in NEEDS_PROFILE:
                 raise InputError("this objective needs the latency profile: open 'Latency profile of this device' and press Measure")
@@ -169,8 +169,9 @@ def make_handlers(store: ModelStore):
             result = run_search(table, config, profile, progress=report)
         tree = optimised_tree(result, table, source)
         history, pareto, curve = search_figures(result, table)
+        buttons, export_note = exports.download_buttons(tree)
         return (best_summary(result, table, len(complete_trials(result))), best_tree_figure(result, table), history, pareto, curve,
-                comparison_rows(result, table, profile), tree, *exports.download_buttons(tree))
+                comparison_rows(result, table, profile), tree, export_note, *buttons)
 
     @gpu_task
     def measure_profile(key: ModelKey, progress: gr.Progress = gr.Progress()) -> tuple[LatencyProfile, Any, str]:
@@ -233,13 +234,14 @@ def build_optimise_tab(store: ModelStore, key_state: gr.State, accuracy_state: g
                     use_note = gr.Markdown(label="explore tree")
                 with gr.Row():
                     downloads = exports.build_download_buttons()
+                export_note = gr.Markdown(label="exports", elem_id="export-note")
                 with gr.Row():
                     history_plot = gr.Plot(label="history", elem_id="history-plot")
                     pareto_plot = gr.Plot(label="Pareto front", elem_id="pareto-plot")
                 curve_plot = gr.Plot(label="E(N)", elem_id="curve-plot")
                 comparison = gr.Dataframe(headers=COMPARISON_HEADERS, label="Comparison with the presets (same table and length model)", interactive=False, elem_id="preset-comparison")
     run_button.click(optimise, inputs=[source, budget, objective, length_model, engine, trials, seed, warm_start, accuracy_state, profile_state],
-                     outputs=[summary, best_plot, history_plot, pareto_plot, curve_plot, comparison, best_state, *downloads], api_name="optimise", concurrency_id="heavy")
+                     outputs=[summary, best_plot, history_plot, pareto_plot, curve_plot, comparison, best_state, export_note, *downloads], api_name="optimise", concurrency_id="heavy")
     profile_button.click(measure_profile, inputs=[key_state], outputs=[profile_state, profile_plot, profile_note], api_name="latency_profile", concurrency_id="heavy")
     table_upload.upload(upload_table, inputs=[table_upload], outputs=[accuracy_state, source, summary], api_name="optimise_upload_accuracy")
     use_event = use_button.click(use_in_explore, inputs=[best_state, key_state], outputs=[optimised_state, tabs, explore.tree_choice, use_note], api_name="use_in_explore")

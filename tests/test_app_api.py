@@ -189,7 +189,7 @@ def test_calibrate_on_an_uploaded_prompt_file(client, tmp_path):
 
 
 def test_optimise_exports_and_use_in_explore(client):
-    summary, best, history, pareto, curve, comparison, *downloads = client.predict(
+    summary, best, history, pareto, curve, comparison, export_note, *downloads = client.predict(
         source="reference:vicuna-7b", budget=8, objective="length-vs-nodes", trials=20, api_name="/optimise"
     )
     assert "Best tree" in summary and "exact optimum" in summary
@@ -203,8 +203,8 @@ def test_optimise_exports_and_use_in_explore(client):
     for fmt in ("medusa", "trtllm"):
         assert import_tree(Path(files[fmt]).read_text(), fmt) == tree
     assert "--speculative-num-draft-tokens" in Path(files["sglang"]).read_text()
-    if files["vllm"] is None:  # not a product tree: the button says why
-        assert "not possible" in downloads[FORMATS.index("vllm")]["label"]
+    if files["vllm"] is None:  # not a product tree: the note says why
+        assert "vLLM" in export_note and "not possible" in export_note
     choice, note = client.predict(api_name="/use_in_explore")
     assert value(choice) == "optimised" and "in use" in note
     record = record_of(run(client, "Hi", tree_choice="optimised"))
@@ -231,3 +231,12 @@ def test_uploads_over_the_size_limit_are_refused(client, tmp_path):
     with pytest.raises(Exception, match="(?i)size|large|limit"):
         client.predict(big, api_name="/upload_tree")
     assert record_of(run(client, "Hi"))["tokens"]
+
+
+def test_vllm_constraint_gives_a_tree_vllm_can_take(client):
+    *_, export_note, json_file, medusa, trtllm, vllm, sglang = client.predict(
+        source="reference:vicuna-7b", budget=10, engine="vllm", trials=10, api_name="/optimise"
+    )
+    assert export_note == ""
+    tree = import_tree(Path(value(json_file)).read_text(), "json")
+    assert import_tree(Path(value(vllm)).read_text(), "vllm") == tree

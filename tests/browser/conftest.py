@@ -75,9 +75,13 @@ def screenshot():
     """screenshot(page, name): into MEDUSA_SCREENSHOTS (e.g. docs/) when set, else nowhere."""
     folder = os.environ.get("MEDUSA_SCREENSHOTS")
 
-    def take(page, name: str) -> None:
-        if folder:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+    class Screenshot:
+        enabled = bool(folder)
 
-    return take
+        def __call__(self, page, name: str) -> None:
+            if folder:
+                page.mouse.move(0, 0)  # no hover labels or plot toolbars in the picture
+                Path(folder).mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+    return Screenshot()

@@ -47,6 +47,28 @@ def wait_for_count(page, selector: str, at_least: int) -> None:
     page.wait_for_function("([sel, n]) => document.querySelectorAll(sel).length >= n", arg=[selector, at_least])
 
 
+def accepted_in_caption(page) -> int:
+    return int(re.search(r"(\d+) accepted from the heads", page.locator("#step-caption").inner_text())[1])
+
+
+def show_best_step(page) -> None:
+    """Scrub to the step with the longest accepted path (for the screenshot)."""
+    _, total = steps_in_caption(page)
+    accepted = {}
+    slider = page.locator("#step-slider input[type=range]")
+    slider.focus()
+    page.keyboard.press("Home")
+    for step in range(1, total + 1):
+        page.wait_for_selector(f"#step-caption:has-text('Step {step} of')")
+        accepted[step] = accepted_in_caption(page)
+        page.keyboard.press("ArrowRight")
+    best = max(accepted, key=accepted.get)
+    page.keyboard.press("Home")
+    for _ in range(best - 1):
+        page.keyboard.press("ArrowRight")
+    page.wait_for_selector(f"#step-caption:has-text('Step {best} of')")
+
+
 def error_toast(page, text: str):
     return page.locator(".toast-body", has_text=text)
 
@@ -61,6 +83,8 @@ def test_run_draws_the_tree_with_its_accepted_path_and_the_stats(page, screensho
     assert page.locator("#output-text .tok").count() >= 1
     assert float(page.locator("#stats .card:has-text('tokens / step') .v").inner_text()) >= 1.0
     assert page.locator("#stats-plot .js-plotly-plot .bars .point").count() >= 2
+    if screenshot.enabled:
+        show_best_step(page)
     screenshot(page, "explore")
 
 
@@ -104,11 +128,11 @@ def test_invalid_upload_and_unknown_model_show_errors_and_the_next_run_works(pag
 
 def test_calibration_shows_progress_then_the_heatmap(page, screenshot):
     page.click("button[role=tab]:has-text('Heads')")
-    set_slider(page, "calibration-prompts", 2)
-    set_slider(page, "calibration-tokens", 16)
+    set_slider(page, "calibration-prompts", 3)
+    set_slider(page, "calibration-tokens", 32)
     page.click("#calibrate-button")
     page.wait_for_selector("#accuracy-heatmap .progress-text, #accuracy-heatmap .eta-bar", state="attached")
-    page.wait_for_selector("#accuracy-info:has-text('calibrated on 2 prompts')")
+    page.wait_for_selector("#accuracy-info:has-text('calibrated on 3 prompts')")
     assert page.locator("#accuracy-heatmap .js-plotly-plot .heatmaplayer").count() == 1
     screenshot(page, "heads")
 

@@ -118,8 +118,8 @@ def step_figure(run: RunView, step_number: float, colour_by: figures.ColourBy) -
     return figures.tree_figure(view, colour_by, title), step_caption(index, step, run.num_steps)
 
 
-def record_download(record: GenerationRecord) -> str:
-    return write_download("generation.json", json.dumps(record.to_json()))
+def record_download(record: GenerationRecord) -> gr.File:
+    return gr.File(write_download("generation.json", json.dumps(record.to_json())), visible=True)
 
 
 def finished_slider(num_steps: int) -> gr.Slider:
@@ -261,7 +261,7 @@ def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: g
                 stats = gr.HTML(stat_cards([("tokens / step", "–"), ("tokens / s", "–")], "statistics of the run appear here"), label="statistics", elem_id="stats")
                 stats_plot = gr.Plot(figures.empty_figure("Acceptance statistics", 300), label="Acceptance", elem_id="stats-plot")
                 comparison = gr.HTML(label="comparison with plain decoding", elem_id="comparison")
-                record_file = gr.File(label="Generation record (JSON)", interactive=False, elem_id="record-file", height=80)
+                record_file = gr.File(label="Generation record (JSON)", interactive=False, elem_id="record-file", height=80, visible=False)
         with gr.Accordion("Tree attention mask of the chosen tree", open=False):
             mask_plot = gr.Plot(label="Tree attention mask", elem_id="mask-plot")
 

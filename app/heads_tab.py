@@ -113,7 +113,7 @@ def make_handlers(store: ModelStore):
 
     @gpu_task
     def calibrate_heads(prompt_set: str, upload: str | None, count: float, max_new_tokens: float, top_k: float,
-                        key: ModelKey, progress: gr.Progress = gr.Progress()) -> tuple[AccuracyTable, Any, str, Any, str]:
+                        key: ModelKey, progress: gr.Progress = gr.Progress()) -> tuple[AccuracyTable, Any, str, Any, Any]:
         """Measure the loaded heads' accuracy on a prompt set; the result becomes this session's table."""
         from medusa_core.calibration import calibrate
 
@@ -125,7 +125,7 @@ def make_handlers(store: ModelStore):
                              progress=lambda done, total: progress((done, total), desc="calibrating", unit="prompts"))
             table = table_from_json(data)
         table, heatmap, info = table_view(table, f"calibrated on {len(prompts)} prompts of '{prompt_set}'", False)
-        return table, heatmap, info, gr.Dropdown(value=SESSION), write_download("accuracy.json", json.dumps(data))
+        return table, heatmap, info, gr.Dropdown(value=SESSION), gr.File(write_download("accuracy.json", json.dumps(data)), visible=True)
 
     def upload_table(path: str | None, cumulative: bool) -> tuple[AccuracyTable, Any, str, Any]:
         """A medusa-accuracy/1 file becomes this session's table."""
@@ -156,7 +156,7 @@ def build_heads_tab(store: ModelStore, key_state: gr.State, accuracy_state: gr.S
                     max_new_tokens = gr.Slider(8, 256, value=32, step=8, label="new tokens per prompt", elem_id="calibration-tokens")
                     top_k = gr.Slider(1, 20, value=10, step=1, label="top_k")
                 calibrate_button = gr.Button("Run calibration", variant="primary", elem_id="calibrate-button")
-                table_file = gr.File(label="accuracy table (medusa-accuracy/1)", interactive=False, height=80)
+                table_file = gr.File(label="accuracy table (medusa-accuracy/1)", interactive=False, height=80, visible=False)
                 table_upload = gr.UploadButton("Upload an accuracy table (medusa-accuracy/1 JSON)", file_types=[".json"], type="filepath", size="sm", elem_id="accuracy-upload")
     outputs = [accuracy_state, heatmap, info]
     gr.on([source.input, cumulative.input], show_table, inputs=[source, cumulative, accuracy_state], outputs=[heatmap, info], api_name="accuracy_table")

@@ -53,7 +53,7 @@ def run(client: Client, prompt: str, **settings) -> tuple:
 
 
 def record_of(outputs: tuple) -> dict:
-    return json.loads(Path(outputs[-1]).read_text())
+    return json.loads(Path(value(outputs[-1])).read_text())
 
 
 def plot_traces(plot: dict) -> list[dict]:
@@ -183,7 +183,7 @@ def test_accuracy_upload_validation(client, tmp_path):
 def test_calibrate_on_an_uploaded_prompt_file(client, tmp_path):
     prompts = upload(tmp_path, "prompts.txt", "Say yes.\n\nCount to three.\n")
     plot, info, source, table_file = client.predict("uploaded", prompts, 2, 8, 5, api_name="/calibrate")
-    table = json.loads(Path(table_file).read_text())
+    table = json.loads(Path(value(table_file)).read_text())
     assert table["format"] == "medusa-accuracy/1" and table["top_k"] == 5 and table["samples"] > 0
     assert value(source) == "session" and "calibrated on 2 prompts" in info
 

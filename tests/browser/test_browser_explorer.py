@@ -128,13 +128,14 @@ def test_invalid_upload_and_unknown_model_show_errors_and_the_next_run_works(pag
 
 def test_calibration_shows_progress_then_the_heatmap(page, screenshot):
     page.click("button[role=tab]:has-text('Heads')")
+    page.wait_for_selector("#accuracy-heatmap .heatmaplayer .hm, #accuracy-heatmap .js-plotly-plot:has-text('No measured table')")
+    screenshot(page, "heads")  # the loaded heads' shipped table, when they have one
     set_slider(page, "calibration-prompts", 3)
     set_slider(page, "calibration-tokens", 32)
     page.click("#calibrate-button")
     page.wait_for_selector("#accuracy-heatmap .progress-text, #accuracy-heatmap .eta-bar", state="attached")
     page.wait_for_selector("#accuracy-info:has-text('calibrated on 3 prompts')")
     assert page.locator("#accuracy-heatmap .js-plotly-plot .heatmaplayer").count() == 1
-    screenshot(page, "heads")
 
 
 def test_optimise_then_download_an_export_and_use_it_in_explore(page, screenshot, tmp_path):

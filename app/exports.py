@@ -35,7 +35,7 @@ def build_download_buttons() -> list[gr.DownloadButton]:
     return [gr.DownloadButton(f"⬇ {fmt.label}", interactive=False, elem_id=f"download-{fmt.key}", size="sm") for fmt in EXPORTS]
 
 
-def download_buttons(tree: "OptimisedTree") -> tuple[list[gr.DownloadButton], str]:
+def download_buttons(tree: OptimisedTree) -> tuple[list[gr.DownloadButton], str]:
     """A ready button per format, or a disabled one; the note says why an engine cannot take the tree."""
     buttons, notes = [], []
     for fmt in EXPORTS:

@@ -19,6 +19,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import torch  # noqa: E402
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
 
 from app import ModelKey, ModelStore, build_app, launch_kwargs, load_key  # noqa: E402
@@ -101,7 +102,8 @@ def main() -> None:
             box = page.locator("#max-new-tokens input[type=number]")
             box.fill(str(args.max_new_tokens))
             box.press("Tab")
-            print(f"model {key.model}, heads {key.heads}, {os.cpu_count()} CPUs; click Run -> first tree drawn:")
+            print(f"model {key.model}, heads {key.heads}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
+                  f"{args.max_new_tokens} new tokens; click Run -> first tree drawn:")
             for choice in args.tree:
                 times = bench_tree(page, choice, args.runs)
                 median = statistics.median(times)

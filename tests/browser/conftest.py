@@ -1,6 +1,6 @@
 """Real-browser fixtures: the explorer on the default model, driven by Debian's chromium.
 
-The tests skip only when chromium is genuinely absent and CI is unset; in CI a missing browser fails.
+The tests skip only when chromium (or playwright) is genuinely absent and CI is unset; in CI that fails.
 Set MEDUSA_SCREENSHOTS=docs to refresh the README screenshots while the tests run.
 """
 
@@ -17,8 +17,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-pytest.importorskip("gradio")
-playwright_api = pytest.importorskip("playwright.sync_api")
+try:
+    import gradio  # noqa: F401
+    import playwright.sync_api as playwright_api
+except ImportError:
+    if os.environ.get("CI"):
+        raise  # CI must run the browser tests
+    pytest.skip("gradio or playwright is not installed", allow_module_level=True)
 
 CHROMIUM = Path(os.environ.get("MEDUSA_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [

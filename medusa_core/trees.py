@@ -116,9 +116,6 @@ def preset_tree(name: str) -> tuple[Path_, ...]:
     )
 
 
-PRESET_EXAMPLES = ("chain-4", "full-2x3", "full-3x2", "mc_sim_7b_63")
-
-
 def tree_to_json(paths: Sequence[Sequence[int]], num_heads: int, top_k: int, meta: dict | None = None) -> dict:
     tree = validate_tree(paths, num_heads, top_k)
     return {

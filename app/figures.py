@@ -39,6 +39,9 @@ def token_label(text: str) -> str:
     return shown if len(shown) <= MAX_LABEL_CHARS else shown[: MAX_LABEL_CHARS - 1] + "…"
 
 
+TOP_LEGEND = dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom")
+
+
 def base_layout(title: str, height: int) -> dict:
     return dict(
         title=dict(text=title, x=0.01, xanchor="left", font=dict(size=14)),
@@ -310,7 +313,7 @@ def history_figure(values: Sequence[float], objective: str) -> go.Figure:
     fig.add_trace(go.Scatter(x=trials, y=values, mode="markers", name="trial", marker=dict(size=5, color="#1f77b4", opacity=0.6)))
     fig.add_trace(go.Scatter(x=trials, y=np.maximum.accumulate(values) if len(values) else [], mode="lines", name="best so far",
                              line=dict(color=ACCEPT_COLOUR, width=3)))
-    fig.update_layout(**base_layout("Optimisation history", 320), legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
+    fig.update_layout(**base_layout("Optimisation history", 320), legend=TOP_LEGEND)
     fig.update_xaxes(title="trial")
     fig.update_yaxes(title=objective)
     return fig
@@ -325,6 +328,12 @@ def pareto_front(points: Sequence[tuple[int, float]]) -> list[tuple[int, float]]
     return front
 
 
+def add_best_tree_marker(fig: go.Figure, best: tuple[int, float] | None) -> None:
+    """Star the chosen tree at (nodes, expected length) on an optimiser figure."""
+    if best is not None:
+        fig.add_trace(go.Scatter(x=[best[0]], y=[best[1]], mode="markers", name="best tree",
+                                 marker=dict(size=16, symbol="star", color=ACCEPT_COLOUR, line=dict(width=1, color="black"))))
+
 def pareto_figure(points: Sequence[tuple[int, float]], best: tuple[int, float] | None) -> go.Figure:
     """Every trial tree (nodes, expected length), its Pareto front and the chosen tree."""
     fig = go.Figure()
@@ -334,10 +343,8 @@ def pareto_figure(points: Sequence[tuple[int, float]], best: tuple[int, float] |
         front = pareto_front(points)
         fig.add_trace(go.Scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines+markers", name="Pareto front",
                                  line=dict(color="#1f77b4", width=2, shape="hv"), marker=dict(size=7)))
-    if best is not None:
-        fig.add_trace(go.Scatter(x=[best[0]], y=[best[1]], mode="markers", name="best tree",
-                                 marker=dict(size=16, symbol="star", color=ACCEPT_COLOUR, line=dict(width=1, color="black"))))
-    fig.update_layout(**base_layout("Pareto front: expected length vs nodes", 320), legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
+    add_best_tree_marker(fig, best)
+    fig.update_layout(**base_layout("Pareto front: expected length vs nodes", 320), legend=TOP_LEGEND)
     fig.update_xaxes(title="tree nodes")
     fig.update_yaxes(title="expected tokens per step")
     return fig
@@ -351,10 +358,8 @@ def curve_figure(curve: Sequence[float], presets: Sequence[tuple[str, int, float
         names, nodes, lengths = zip(*presets)
         fig.add_trace(go.Scatter(x=nodes, y=lengths, mode="markers+text", text=names, textposition="bottom center", name="presets",
                                  marker=dict(size=9, color="#7f7f7f", symbol="diamond"), textfont=dict(size=10), cliponaxis=False))
-    if best is not None:
-        fig.add_trace(go.Scatter(x=[best[0]], y=[best[1]], mode="markers", name="best tree",
-                                 marker=dict(size=16, symbol="star", color=ACCEPT_COLOUR, line=dict(width=1, color="black"))))
-    fig.update_layout(**base_layout("Best expected length E(N) for a budget of N nodes", 320), legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
+    add_best_tree_marker(fig, best)
+    fig.update_layout(**base_layout("Best expected length E(N) for a budget of N nodes", 320), legend=TOP_LEGEND)
     fig.update_xaxes(title="node budget N")
     fig.update_yaxes(title="expected tokens per step")
     return fig

@@ -106,6 +106,9 @@ def train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=50, help="steps between resumable checkpoints")
+    p.add_argument(
+        "--full-vocab", action="store_true", help="softmax over the whole vocabulary in the loss (default: the tokens the data uses; faster)"
+    )
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -123,6 +126,7 @@ def run_train(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
+        full_vocab=args.full_vocab,
     )
     read_prompt_file(config.prompts)  # fail on a bad file before loading the model
     base = load_base_model(args.model, args.device, args.dtype)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import random
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from .default_model import cache_root
@@ -50,6 +50,8 @@ class TrainConfig:
     val_fraction: float = 0.1
     seed: int = 0
     checkpoint_every: int = 50
+    full_vocab: bool = False  # False: the loss's softmax spans only the tokens the conversations use
+
 
     def __post_init__(self) -> None:
         if self.num_heads < 1 or self.num_layers < 0:
@@ -93,6 +95,40 @@ def split_conversations(n: int, val_fraction: float, seed: int) -> tuple[list[in
     random.Random(seed).shuffle(order)
     n_val = max(1, round(n * val_fraction))
     return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+def conversation_vocabulary(cache: HiddenCache) -> torch.Tensor:
+    """Sorted ids [U] of every token the conversations use; all head targets are among them."""
+    return torch.unique(torch.cat(cache.tokens))
+
+
+def training_lm_head(base: BaseModel, vocab: torch.Tensor | None) -> nn.Linear:
+    """A frozen fp32 copy of the lm_head, cut to the rows of `vocab` when given.
+
+    The answers of a small chat model use a few thousand of its 49k tokens; a softmax over
+    those alone makes each training step several times cheaper on the CPU, where the vocabulary
+    projection dominates. Validation always ranks over the full vocabulary.
+    """
+    full = base.model.get_output_embeddings()
+    weight = full.weight.detach().float()
+    bias = full.bias.detach().float() if full.bias is not None else None
+    if vocab is not None:
+        weight, bias = weight[vocab.to(weight.device)], (bias[vocab.to(weight.device)] if bias is not None else None)
+    head = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device)
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        if bias is not None:
+            head.bias.copy_(bias)
+    return head.requires_grad_(False)
+
+
+def remap_targets(targets: torch.Tensor, vocab: torch.Tensor | None, vocab_size: int) -> torch.Tensor:
+    """Token ids -> positions in `vocab` (IGNORE stays IGNORE)."""
+    if vocab is None:
+        return targets
+    index_of = torch.full((vocab_size,), IGNORE, dtype=torch.long)
+    index_of[vocab] = torch.arange(vocab.shape[0])
+    return torch.where(targets == IGNORE, targets, index_of[targets.clamp(min=0)])
 
 
 def heads_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -153,13 +189,14 @@ def train_heads(base: BaseModel, config: TrainConfig, stage: Stage | None = None
     train_rows, train_targets_all = cache.targets(config.num_heads, train_ids)
     val_rows, val_targets = cache.targets(config.num_heads, val_ids)
     # `targets` is indexed by row of `hidden`; build a lookup so shuffled batches find theirs.
+    vocab = None if config.full_vocab else conversation_vocabulary(cache)
     target_of = torch.full((cache.hidden.shape[0], config.num_heads), IGNORE, dtype=torch.long)
-    target_of[train_rows] = train_targets_all
+    target_of[train_rows] = remap_targets(train_targets_all, vocab, base.vocab_size)
 
     heads_config = HeadsConfig(config.num_heads, config.num_layers, base.hidden_size, base.vocab_size, True, base.model_id)
     heads = MedusaHeads(heads_config).to(base.device)
-    # Heads train in fp32 against an fp32 copy of the frozen lm_head, whatever the model's dtype.
-    lm_head = copy.deepcopy(base.model.get_output_embeddings()).float()
+    # Heads train in fp32 against fp32 copies of the frozen lm_head, whatever the model's dtype.
+    lm_head = training_lm_head(base, vocab)
     optimizer = torch.optim.AdamW(heads.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -196,8 +233,9 @@ def train_heads(base: BaseModel, config: TrainConfig, stage: Stage | None = None
             if step % steps_per_epoch == 0:
                 break
     heads.eval()
-    accuracy = evaluate_heads(heads, lm_head, cache, val_rows, val_targets)
-    card = {"training": asdict(config) | {"train_positions": int(train_rows.shape[0]), "steps": total}, "validation": asdict(accuracy)}
+    accuracy = evaluate_heads(heads, training_lm_head(base, None), cache, val_rows, val_targets)
+    extra = {"train_positions": int(train_rows.shape[0]), "steps": total, "loss_vocabulary": int(lm_head.out_features)}
+    card = {"training": asdict(config) | extra, "validation": asdict(accuracy)}
     save_heads(heads, out, extra={"medusa_explorer_training": card})
     (out / "training.json").write_text(json.dumps(card, indent=1))
     return TrainResult(heads, accuracy, resumed_from, total)

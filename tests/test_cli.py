@@ -113,3 +113,5 @@ def test_train_heads_resumes_after_a_kill(tmp_path):
     assert "resumed from step" in out.stdout
     assert "head 0: top-1" in out.stdout
     assert json.loads((out_dir / "config.json").read_text())["medusa_num_heads"] == 4
+    card = json.loads((out_dir / "training.json").read_text())["training"]
+    assert 0 < card["loss_vocabulary"] < 49152  # the loss ran over the answers' tokens only

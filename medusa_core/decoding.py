@@ -77,8 +77,8 @@ def propose_logits(medusa: MedusaModel, hidden: torch.Tensor, buffers: TreeBuffe
 
 def logits_at(node: int, hidden: torch.Tensor, internal_logits: torch.Tensor, buffers: TreeBuffers, lm_head: torch.nn.Module) -> torch.Tensor:
     """Base logits [V] at a node: computed already for internal nodes, on demand for a leaf."""
-    rows = torch.nonzero(buffers.internal == node)
-    return internal_logits[int(rows[0, 0])] if rows.numel() else lm_head(hidden[node])
+    row = buffers.internal_row[node]
+    return internal_logits[row] if row >= 0 else lm_head(hidden[node])
 
 
 def next_root(logits: torch.Tensor, config: DecodeConfig, generator: torch.Generator) -> tuple[int, float]:

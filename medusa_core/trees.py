@@ -175,6 +175,7 @@ class TreeBuffers:
     retrieve: torch.Tensor  # [leaves, max_depth + 1] node ids root->leaf, padded with -1
     internal: torch.Tensor  # [I] ids of nodes with children (root first): only their logits are needed
     parent_row: torch.Tensor  # [N] row of each node's parent in `internal` (root: 0, unused)
+    internal_row: tuple[int, ...]  # [N] each node's own row in `internal`, -1 for leaves (host-side)
 
     @property
     def num_nodes(self) -> int:
@@ -192,6 +193,7 @@ class TreeBuffers:
             self.retrieve.to(device),
             self.internal.to(device),
             self.parent_row.to(device),
+            self.internal_row,
         )
 
 
@@ -230,4 +232,5 @@ def build_tree_buffers(paths: Iterable[Sequence[int]]) -> TreeBuffers:
         retrieve=retrieve,
         internal=torch.tensor(internal),
         parent_row=torch.tensor([0] + [row_of[p] for p in parent[1:]]),
+        internal_row=tuple(row_of.get(i, -1) for i in range(n)),
     )

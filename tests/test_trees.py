@@ -81,6 +81,13 @@ def test_flat_layout_properties(tree):
         assert all(int(b.parent[c]) == p for p, c in zip(nodes, nodes[1:]))
         covered.update(nodes)
     assert covered == set(range(n))
+    # internal nodes are exactly those with children; each node knows its own and its parent's row
+    parents = set(b.parent[1:].tolist())
+    assert b.internal.tolist() == sorted(parents | {0})
+    for i in range(n):
+        assert b.internal_row[i] == (b.internal.tolist().index(i) if i in parents | {0} else -1)
+        if i:
+            assert int(b.internal[b.parent_row[i]]) == int(b.parent[i])
 
 
 @settings(max_examples=30, deadline=None)

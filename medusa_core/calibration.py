@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import torch
 from transformers import DynamicCache
 
-from .decoding import DecodeConfig, generate
+from .decoding import DecodeConfig, generate, heads_logits
 from .distill_data import encode_prompts
 from .models import MedusaModel
 from .tree_attention import forward_hidden
@@ -22,7 +22,8 @@ ACCURACY_FORMAT = "medusa-accuracy/1"
 
 def head_ranks(medusa: MedusaModel, tokens: Sequence[int], start: int) -> torch.Tensor:
     """Ranks [T, K] of the true tokens t+k+2 in head k's logits, for t = start.. with all K
-    targets present. Ranks are exact (count of strictly higher logits), so ties favour the truth."""
+    targets present. Ranks are exact (count of strictly higher logits), so ties favour the truth;
+    with a proposal vocabulary they are ranks within it, as decoding proposes."""
     k = medusa.num_heads
     ids = torch.tensor(tokens, device=medusa.base.device)  # [L]
     cache = DynamicCache(config=medusa.base.model.config)
@@ -30,10 +31,20 @@ def head_ranks(medusa: MedusaModel, tokens: Sequence[int], start: int) -> torch.
     t = torch.arange(start, len(tokens) - k - 1, device=ids.device)  # [T] positions with every target
     if t.numel() == 0:
         return torch.empty(0, k, dtype=torch.long)
-    logits = medusa.heads(hidden[t], medusa.base.model.get_output_embeddings())  # [K, T, V]
+    logits = heads_logits(medusa, hidden[t])  # [K, T, U]
     targets = torch.stack([ids[t + j + 2] for j in range(k)])  # [K, T]
+    if medusa.proposal is None:
+        return rank_of(logits, targets).T.cpu()  # [T, K]
+    # Ranks among the tokens the heads can propose; a token outside them is never proposed.
+    positions = medusa.proposal.positions(targets, medusa.base.vocab_size)  # [K, T], -1 outside
+    ranks = rank_of(logits, positions.clamp(min=0))
+    return torch.where(positions >= 0, ranks, medusa.proposal.size).T.cpu()  # [T, K]
+
+
+def rank_of(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """logits [K, T, U], targets [K, T] -> how many logits beat the target's [K, T]."""
     true_logit = logits.gather(-1, targets[..., None])  # [K, T, 1]
-    return (logits > true_logit).sum(-1).T.cpu()  # [T, K]
+    return (logits > true_logit).sum(-1)
 
 
 def accuracy_table(ranks: torch.Tensor, top_k: int, model: str, heads: str) -> dict:

@@ -1,11 +1,11 @@
 """Faster linear layers for the few-token passes of speculative decoding on the CPU.
 
-With MKL, `x @ W.T` for 2..64 rows of x runs about 2x slower than one row (its GEMM packs the
-whole weight), while `(W @ x.T).T` streams W once, like the one-row kernel: a 4-token pass over
-all of SmolLM2-135M's linear layers takes 39 ms that way against 81 ms, and one token 42 ms
-(benchmarks/README.md). Tree verification, prompt lookup and batched prefill all pass a few rows,
-so the loader swaps every nn.Linear of a CPU model to this class; one-row decoding steps and
-large batches keep PyTorch's own kernel.
+With MKL, `x @ W.T` for 2..5 rows of x runs 1.7-2.2x slower than one row, while `(W @ x.T).T`
+streams W about as fast as the one-row kernel: over the 210 linear layers of SmolLM2-135M's
+blocks (2 threads, this repository's 2-core CPU) one row takes 36 ms, and 2 / 3 / 4 rows take
+38 / 44 / 43 ms that way against 64 / 81 / 62 ms (benchmarks/README.md). From 6 rows on PyTorch's
+own kernel wins again. Small verification trees pass 2-5 rows, so the loader swaps every
+nn.Linear of a CPU model to this class; other row counts keep PyTorch's kernel.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-MAX_ROWS = 48  # from 64 rows on, x @ W.T is about as fast (benchmarks/README.md)
+MAX_ROWS = 5
 
 
 class FewRowsLinear(nn.Linear):

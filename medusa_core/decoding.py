@@ -11,6 +11,7 @@ import torch
 from .acceptance import TypicalConfig, accept_greedy, accept_typical, sample_typical
 from .device import synchronize
 from .models import MedusaModel, encode_prompt
+from .proposal_vocab import ProposalVocab
 from .traces import GenerationRecord, Node, StepRecord
 from .tree_attention import commit_kv, prefill, verify_tree
 from .trees import TreeBuffers, build_tree_buffers, tree_top_k, validate_tree
@@ -47,32 +48,40 @@ class _State:
     prefix_len: int
     root: int
     root_prob: float
-    head_logits: torch.Tensor  # [K, V] heads' logits at the last accepted position
+    head_logits: torch.Tensor  # [K, U] heads' logits at the last accepted position
 
 
-def head_topk(head_logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """[K, V] -> top-k tokens [K, k] and their probabilities [K, k]."""
+def head_topk(head_logits: torch.Tensor, top_k: int, proposal: ProposalVocab | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """[K, U] -> top-k token ids [K, k] and their probabilities [K, k]."""
     probs = torch.softmax(head_logits.float(), dim=-1)
     top = torch.topk(probs, top_k, dim=-1)
-    return top.indices, top.values
+    tokens = top.indices if proposal is None else proposal.tokens[top.indices]
+    return tokens, top.values
 
 
-def propose(state: _State, buffers: TreeBuffers, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def propose(state: _State, buffers: TreeBuffers, top_k: int, proposal: ProposalVocab | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Lay the tree's tokens out flat: node tokens [N] and their proposal probabilities [N]."""
     root = torch.tensor([state.root], device=buffers.depth.device)
     root_prob = torch.tensor([state.root_prob], device=root.device)
     if buffers.num_nodes == 1:
         return root, root_prob
-    tokens, probs = head_topk(state.head_logits, top_k)
+    tokens, probs = head_topk(state.head_logits, top_k, proposal)
     heads, ranks = buffers.head[1:], buffers.rank[1:]
     return torch.cat([root, tokens[heads, ranks]]), torch.cat([root_prob, probs[heads, ranks]])
 
 
+def heads_logits(medusa: MedusaModel, hidden: torch.Tensor) -> torch.Tensor:
+    """Heads' logits [K, ..., U] over their proposal vocabulary (U = V without one)."""
+    if medusa.proposal is None:
+        return medusa.heads(hidden, medusa.base.model.get_output_embeddings())
+    return medusa.proposal.logits(medusa.heads.head_states(hidden))
+
+
 def propose_logits(medusa: MedusaModel, hidden: torch.Tensor, buffers: TreeBuffers) -> torch.Tensor:
-    """Heads' logits [K, V] at a position; skipped for the empty tree (plain greedy decoding)."""
+    """Heads' logits [K, U] at a position; skipped for the empty tree (plain greedy decoding)."""
     if buffers.num_nodes == 1:
         return hidden.new_empty(0, 0)
-    return medusa.heads(hidden, medusa.base.model.get_output_embeddings())
+    return heads_logits(medusa, hidden)
 
 
 def logits_at(node: int, hidden: torch.Tensor, internal_logits: torch.Tensor, buffers: TreeBuffers, lm_head: torch.nn.Module) -> torch.Tensor:
@@ -135,6 +144,8 @@ def stream_generation(
     top_k = tree_top_k(paths)
     ids = list(prompt_ids) if prompt_ids is not None else encode_prompt(base.tokenizer, prompt, config.chat)
     check_prompt_fits(len(ids), base.context_length, buffers.max_depth)
+    if medusa.proposal is not None and top_k > medusa.proposal.size:
+        raise ValueError(f"the tree needs each head's top {top_k} but the heads propose from only {medusa.proposal.size} tokens")
     generator = torch.Generator().manual_seed(config.seed)
     lm_head = base.model.get_output_embeddings()
 
@@ -152,7 +163,7 @@ def stream_generation(
             if state.prefix_len + buffers.max_depth + 1 > base.context_length:
                 stop = "context"
                 break
-            node_tokens, node_probs = propose(state, buffers, top_k)
+            node_tokens, node_probs = propose(state, buffers, top_k, medusa.proposal)
             hidden = verify_tree(base.model, cache, node_tokens, buffers, state.prefix_len)  # [N, d]
             internal_logits = lm_head(hidden[buffers.internal])  # [I, V]: leaves' logits are rarely needed
             if config.typical is None:

@@ -18,6 +18,8 @@ from .heads import HeadsConfig, MedusaHeads
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "medusa_lm_head.safetensors"
 PT_FILE = "medusa_lm_head.pt"
+PROPOSAL_FILE = "proposal_vocab.json"  # optional: the tokens the heads propose (proposal_vocab.py)
+PROPOSAL_FORMAT = "medusa-proposal-vocab/1"
 
 
 class HeadsLoadError(ValueError):
@@ -35,12 +37,33 @@ def to_checkpoint_state(heads: MedusaHeads) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
 
 
-def save_heads(heads: MedusaHeads, folder: str | Path, extra: dict | None = None) -> Path:
+def save_heads(heads: MedusaHeads, folder: str | Path, extra: dict | None = None, proposal_tokens: torch.Tensor | None = None) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_FILE).write_text(json.dumps(heads.config.to_json() | (extra or {}), indent=1))
     save_file(to_checkpoint_state(heads), str(folder / SAFETENSORS_FILE))
+    if proposal_tokens is not None:
+        (folder / PROPOSAL_FILE).write_text(json.dumps({"format": PROPOSAL_FORMAT, "tokens": proposal_tokens.tolist()}))
+    else:
+        (folder / PROPOSAL_FILE).unlink(missing_ok=True)
     return folder
+
+
+def load_proposal_tokens(spec: str, vocab_size: int) -> torch.Tensor | None:
+    """The heads folder's proposal vocabulary [U], or None: propose from the whole vocabulary."""
+    path = resolve_heads_folder(spec) / PROPOSAL_FILE
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+        tokens = [int(t) for t in raw["tokens"]]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise HeadsLoadError(f"{path} is not a {PROPOSAL_FORMAT} file: {err}") from err
+    if raw.get("format") != PROPOSAL_FORMAT:
+        raise HeadsLoadError(f"{path} has format {raw.get('format')!r}, expected {PROPOSAL_FORMAT!r}")
+    if not tokens or tokens != sorted(set(tokens)) or tokens[0] < 0 or tokens[-1] >= vocab_size:
+        raise HeadsLoadError(f"{path} must list distinct, sorted token ids in [0, {vocab_size})")
+    return torch.tensor(tokens, dtype=torch.long)
 
 
 def resolve_heads_folder(spec: str) -> Path:
@@ -53,7 +76,7 @@ def resolve_heads_folder(spec: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        patterns = [CONFIG_FILE, SAFETENSORS_FILE, PT_FILE]
+        patterns = [CONFIG_FILE, SAFETENSORS_FILE, PT_FILE, PROPOSAL_FILE]
         return Path(snapshot_download(spec, allow_patterns=patterns))
     except Exception as err:  # offline, unknown repo, no permission: all end the same way
         raise HeadsLoadError(f"heads {spec!r} are not a local folder and could not be fetched from the Hub: {err}") from err

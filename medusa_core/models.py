@@ -13,7 +13,8 @@ from . import default_model
 from .cpu_matmul import use_few_rows_linears
 from .device import resolve_device, resolve_dtype
 from .heads import HeadsConfig, MedusaHeads
-from .heads_io import load_heads
+from .heads_io import HeadsLoadError, load_heads, load_proposal_tokens
+from .proposal_vocab import ProposalVocab
 from .trees import Path_, chain_tree, load_tree_file
 
 DEFAULT = "default"
@@ -67,6 +68,7 @@ class MedusaModel:
     heads: MedusaHeads
     heads_name: str
     default_tree: tuple[Path_, ...]
+    proposal: ProposalVocab | None = None  # None: heads propose from the whole vocabulary
 
     @property
     def num_heads(self) -> int:
@@ -130,14 +132,21 @@ def heads_default_tree(folder: str, num_heads: int) -> tuple[Path_, ...]:
 def load_medusa(model: str | None = None, heads: str | None = None, device: str = "auto", dtype: str = "auto") -> MedusaModel:
     heads_spec = resolve_heads_spec(heads, model)
     base = load_base_model(model, device, dtype)
+    proposal_tokens = None
     if heads_spec == "random":
         medusa_heads = fresh_heads(base)
         tree = chain_tree(medusa_heads.config.num_heads)
     else:
         medusa_heads = load_heads(heads_spec, base.hidden_size, base.vocab_size)
         tree = heads_default_tree(heads_spec, medusa_heads.config.num_heads)
+        proposal_tokens = load_proposal_tokens(heads_spec, base.vocab_size)
     medusa_heads.to(base.device, base.dtype).requires_grad_(False)
-    return MedusaModel(base, medusa_heads, heads_spec, tree)
+    proposal = None
+    if proposal_tokens is not None:
+        if not medusa_heads.config.shared_lm_head:
+            raise HeadsLoadError(f"heads {heads_spec} have their own projections; a proposal vocabulary needs a shared lm_head")
+        proposal = ProposalVocab.from_lm_head(proposal_tokens, base.model.get_output_embeddings())
+    return MedusaModel(base, medusa_heads, heads_spec, tree, proposal)
 
 
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, chat: bool | None = None) -> list[int]:

@@ -236,6 +236,6 @@ def train_heads(base: BaseModel, config: TrainConfig, stage: Stage | None = None
     accuracy = evaluate_heads(heads, training_lm_head(base, None), cache, val_rows, val_targets)
     extra = {"train_positions": int(train_rows.shape[0]), "steps": total, "loss_vocabulary": int(lm_head.out_features)}
     card = {"training": asdict(config) | extra, "validation": asdict(accuracy)}
-    save_heads(heads, out, extra={"medusa_explorer_training": card})
+    save_heads(heads, out, extra={"medusa_explorer_training": card}, proposal_tokens=vocab)
     (out / "training.json").write_text(json.dumps(card, indent=1))
     return TrainResult(heads, accuracy, resumed_from, total)

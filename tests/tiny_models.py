@@ -17,6 +17,7 @@ from transformers import (
 
 from medusa_core.heads import HeadsConfig, MedusaHeads
 from medusa_core.models import BaseModel, MedusaModel
+from medusa_core.proposal_vocab import ProposalVocab
 from medusa_core.tree_attention import forward_hidden
 from medusa_core.trees import chain_tree
 
@@ -107,8 +108,11 @@ class ReferenceHeads(nn.Module):
         return logits.reshape(k, *hidden.shape[:-1], VOCAB)
 
 
-def medusa_of(base: BaseModel, heads: nn.Module) -> MedusaModel:
-    return MedusaModel(base, heads, "test-heads", chain_tree(heads.config.num_heads))
+def medusa_of(base: BaseModel, heads: nn.Module, proposal_tokens: list[int] | None = None) -> MedusaModel:
+    proposal = None
+    if proposal_tokens is not None:
+        proposal = ProposalVocab.from_lm_head(torch.tensor(proposal_tokens), base.model.get_output_embeddings())
+    return MedusaModel(base, heads, "test-heads", chain_tree(heads.config.num_heads), proposal)
 
 
 def greedy_reference(base: BaseModel, prompt: list[int], max_new_tokens: int) -> list[int]:

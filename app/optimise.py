@@ -176,8 +176,9 @@ def make_handlers(store: ModelStore):
     @gpu_task
     def measure_profile(key: ModelKey, progress: gr.Progress = gr.Progress()) -> tuple[LatencyProfile, Any, str]:
         """Time one tree-verification pass per tree size on this device (for the speed objective)."""
-        base = store.get(key).base
-        forward = tree_forward_fn(base)
+        medusa = store.get(key)
+        base = medusa.base
+        forward = tree_forward_fn(medusa)  # n >= 2 includes the heads' proposal, as a decoding step
         info = {"model": base.model_id, "device": str(base.device), "dtype": str(base.dtype).removeprefix("torch.")}
         progress((0, len(PROFILE_SIZES)), desc="timing forward passes", unit="sizes")
         profile = measure_latency_profile(forward, PROFILE_SIZES, repeats=PROFILE_REPEATS, warmup=1, info=info,

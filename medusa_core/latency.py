@@ -1,4 +1,4 @@
-"""A tree-verification forward pass of a chosen size, for latency profiles of the hardware."""
+"""A decoding step's forward work for a tree of a chosen size, for latency profiles of the hardware."""
 
 from __future__ import annotations
 
@@ -6,10 +6,13 @@ from typing import Callable
 
 import torch
 
+from .decoding import heads_logits
 from .device import synchronize
-from .models import BaseModel, load_base_model
+from .models import BaseModel, MedusaModel, heads_spec_if_any, load_base_model, load_medusa
 from .tree_attention import prefill, verify_tree
 from .trees import build_tree_buffers, full_tree
+
+PROPOSAL_TOP_K = 10  # the widest top-k the shipped trees use
 
 
 def tree_of_size(n_tokens: int, branching: int = 4) -> list[tuple[int, ...]]:
@@ -20,8 +23,14 @@ def tree_of_size(n_tokens: int, branching: int = 4) -> list[tuple[int, ...]]:
     return list(full_tree(branching, depth)[: n_tokens - 1])
 
 
-def tree_forward_fn(base: BaseModel, prefix_len: int = 200, seed: int = 0) -> Callable[[int], None]:
-    """forward(n) runs one verification pass of an n-token tree over a prefix_len-token cache."""
+def tree_forward_fn(model: BaseModel | MedusaModel, prefix_len: int = 200, seed: int = 0) -> Callable[[int], None]:
+    """forward(n) runs one verification pass of an n-token tree over a prefix_len-token cache.
+
+    Given a MedusaModel, a tree (n >= 2) also pays for the heads' proposal, as a decoding step
+    does, so the profile compares trees with plain decoding (n = 1) fairly.
+    """
+    medusa = model if isinstance(model, MedusaModel) else None
+    base = medusa.base if medusa else model
     gen = torch.Generator().manual_seed(seed)
     vocab = base.vocab_size
     prefix = torch.randint(0, vocab, (prefix_len,), generator=gen).to(base.device)
@@ -37,6 +46,8 @@ def tree_forward_fn(base: BaseModel, prefix_len: int = 200, seed: int = 0) -> Ca
         with torch.inference_mode():
             hidden = verify_tree(base.model, cache, tokens, buffers, prefix_len)
             base.model.get_output_embeddings()(hidden[buffers.internal])  # as decoding does
+            if medusa is not None and n_tokens > 1:
+                torch.topk(heads_logits(medusa, hidden[0]).float().softmax(-1), PROPOSAL_TOP_K, dim=-1)
             cache.crop(prefix_len - cache.get_seq_length())
         synchronize(base.device)
 
@@ -44,13 +55,18 @@ def tree_forward_fn(base: BaseModel, prefix_len: int = 200, seed: int = 0) -> Ca
 
 
 def make_tree_forward(model_spec: str | None, device: str = "auto", dtype: str = "auto", prefix_len: int = 200) -> tuple[Callable[[int], None], dict]:
-    base = load_base_model(model_spec, device, dtype)
+    """The profile's forward for a model, with its heads when it has some (given by $MEDUSA_HEADS,
+    or the shipped heads of the default model)."""
+    heads = heads_spec_if_any(None, model_spec)
+    model = load_medusa(model_spec, heads, device, dtype) if heads else load_base_model(model_spec, device, dtype)
+    base = model.base if isinstance(model, MedusaModel) else model
     info = {
         "model": base.model_id,
+        "heads": model.heads_name if isinstance(model, MedusaModel) else None,
         "device": str(base.device),
         "device_name": torch.cuda.get_device_name(base.device) if base.device.type == "cuda" else "cpu",
         "dtype": str(base.dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(),
         "prefix_len": prefix_len,
     }
-    return tree_forward_fn(base, prefix_len), info
+    return tree_forward_fn(model, prefix_len), info

@@ -114,13 +114,19 @@ def fresh_heads(base: BaseModel, num_heads: int = 4, num_layers: int = 1) -> Med
     return MedusaHeads(config)
 
 
-def resolve_heads_spec(spec: str | None, model_spec: str | None) -> str:
+def heads_spec_if_any(spec: str | None, model_spec: str | None) -> str | None:
+    """The heads to use: given, else $MEDUSA_HEADS, else the shipped ones for the default model."""
     spec = spec or os.environ.get("MEDUSA_HEADS")
     if spec:
         return spec
-    if model_spec_or_default(model_spec) == DEFAULT:
-        return str(DEFAULT_HEADS)
-    raise ModelLoadError("no heads given for a non-default model: pass --heads FOLDER|HUB_ID or --heads random")
+    return str(DEFAULT_HEADS) if model_spec_or_default(model_spec) == DEFAULT else None
+
+
+def resolve_heads_spec(spec: str | None, model_spec: str | None) -> str:
+    found = heads_spec_if_any(spec, model_spec)
+    if found is None:
+        raise ModelLoadError("no heads given for a non-default model: pass --heads FOLDER|HUB_ID or --heads random")
+    return found
 
 
 def heads_default_tree(folder: str, num_heads: int) -> tuple[Path_, ...]:

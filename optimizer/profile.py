@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 LATENCY_FORMAT = "medusa-latency/1"
-DEFAULT_SIZES: tuple[int, ...] = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 80, 96, 112, 128)
+DEFAULT_SIZES: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8, 12, 16, 24, 32, 48, 64, 80, 96, 112, 128)
 
 
 class ProfileError(ValueError):

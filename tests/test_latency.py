@@ -1,0 +1,27 @@
+"""The latency profile's forward: any tree size, with or without the heads' proposal."""
+
+import pytest
+import torch
+
+from medusa_core.latency import tree_forward_fn, tree_of_size
+from medusa_core.trees import validate_tree
+from tiny_models import medusa_of, random_heads, tiny_base
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 6, 22])
+def test_tree_of_size_has_n_tokens(n):
+    tree = tree_of_size(n)
+    assert len(tree) == n - 1 and validate_tree(tree) == tuple(sorted(tree, key=lambda p: (len(p), p)))
+
+
+def test_forward_runs_every_size_and_pays_for_the_proposal(monkeypatch):
+    base = tiny_base("llama")
+    medusa = medusa_of(base, random_heads(4, shared=True), list(range(40)))
+    calls = []
+    real = torch.topk
+    monkeypatch.setattr(torch, "topk", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    for model in (base, medusa):
+        forward = tree_forward_fn(model, prefix_len=12)
+        for n in (1, 2, 7):
+            forward(n)
+    assert calls == [(4, 40), (4, 40)]  # the heads' proposal, for the two trees of the Medusa model only

@@ -52,25 +52,34 @@ def encode_prompts(base: BaseModel, prompts: Sequence[str], room: int) -> list[l
 
 def generate_responses(
     base: BaseModel, prompt_ids: Sequence[list[int]], max_new_tokens: int, batch_size: int, progress: Progress | None = None
-) -> list[Conversation]:
-    """Greedy continuations, batched with left padding (numerically a hair off unbatched greedy)."""
+) -> tuple[list[Conversation], list[torch.Tensor]]:
+    """Greedy continuations, batched with left padding (numerically a hair off unbatched greedy),
+    and their hidden states [len(response), d] fp16 at the positions the heads read (the last
+    prompt token onward), kept from generation so they need not be computed again."""
     pad = base.tokenizer.pad_token_id if base.tokenizer.pad_token_id is not None else min(base.eos_token_ids)
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))  # less padding
-    result: dict[int, Conversation] = {}
+    conversations: dict[int, Conversation] = {}
+    hidden: dict[int, torch.Tensor] = {}
     for start in range(0, len(order), batch_size):
-        batch = [prompt_ids[i] for i in order[start : start + batch_size]]
+        rows = order[start : start + batch_size]
+        batch = [prompt_ids[i] for i in rows]
         width = max(len(ids) for ids in batch)
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch], device=base.device)
         mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], device=base.device)
         with torch.inference_mode():
             out = base.model.generate(
-                input_ids=input_ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=pad
+                input_ids=input_ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=pad,
+                output_hidden_states=True, return_dict_in_generate=True,
             )
-        for row, i in zip(out[:, width:].tolist(), order[start : start + batch_size]):
-            result[i] = Conversation(prompt_ids[i], trim_response(row, base.eos_token_ids))
+        # out.hidden_states[step][-1] is the final (normed) layer; step 0 covers the prompt.
+        steps = torch.stack([layers[-1][:, -1] for layers in out.hidden_states], dim=1)  # [B, S, d]
+        for row, i in enumerate(rows):
+            response = trim_response(out.sequences[row, width:].tolist(), base.eos_token_ids)
+            conversations[i] = Conversation(prompt_ids[i], response)
+            hidden[i] = steps[row, : len(response)].to("cpu", torch.float16)
         if progress:
             progress(min(start + batch_size, len(order)), len(order))
-    return [result[i] for i in range(len(prompt_ids))]
+    return [conversations[i] for i in range(len(prompt_ids))], [hidden[i] for i in range(len(prompt_ids))]
 
 
 def trim_response(row: list[int], eos: frozenset[int]) -> list[int]:
@@ -119,16 +128,25 @@ class HiddenCache:
 
 
 def build_hidden_cache(base: BaseModel, conversations: Sequence[Conversation], progress: Progress | None = None) -> HiddenCache:
-    hidden, tokens, starts, offsets = [], [], [], [0]
+    """Recompute the hidden states of saved conversations, one forward pass each."""
+    hidden = []
     for i, conv in enumerate(conversations):
-        h = hidden_states_for(base, conv)
-        hidden.append(h)
-        tokens.append(torch.tensor(conv.prompt_ids + conv.response_ids))
-        starts.append(len(conv.prompt_ids) - 1)
-        offsets.append(offsets[-1] + h.shape[0])
+        hidden.append(hidden_states_for(base, conv))
         if progress:
             progress(i + 1, len(conversations))
-    return HiddenCache(torch.cat(hidden), tokens, torch.tensor(starts), torch.tensor(offsets))
+    return hidden_cache_of(conversations, hidden)
+
+
+def hidden_cache_of(conversations: Sequence[Conversation], hidden: Sequence[torch.Tensor]) -> HiddenCache:
+    """Pack per-conversation hidden states [len(response), d] into one cache."""
+    offsets = [0]
+    for conv, h in zip(conversations, hidden, strict=True):
+        if h.shape[0] != len(conv.response_ids):
+            raise ValueError(f"{h.shape[0]} hidden states for a response of {len(conv.response_ids)} tokens")
+        offsets.append(offsets[-1] + h.shape[0])
+    tokens = [torch.tensor(c.prompt_ids + c.response_ids) for c in conversations]
+    starts = torch.tensor([len(c.prompt_ids) - 1 for c in conversations])
+    return HiddenCache(torch.cat(list(hidden)), tokens, starts, torch.tensor(offsets))
 
 
 def save_hidden_cache(cache: HiddenCache, path: Path) -> None:

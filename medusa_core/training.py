@@ -21,6 +21,7 @@ from .distill_data import (
     data_key,
     encode_prompts,
     generate_responses,
+    hidden_cache_of,
     load_conversations,
     load_hidden_cache,
     read_prompt_file,
@@ -78,14 +79,14 @@ def prepare_hidden_cache(base: BaseModel, config: TrainConfig, stage: Stage | No
     conv_file, hidden_file = folder / "conversations.json", folder / "hidden.pt"
     if hidden_file.is_file():
         return load_hidden_cache(hidden_file)
-    if conv_file.is_file():
-        conversations = load_conversations(conv_file)
+    if conv_file.is_file():  # text kept from an interrupted run: recompute its hidden states
+        report = (lambda d, t: stage("hidden states", d, t)) if stage else None
+        cache = build_hidden_cache(base, load_conversations(conv_file), report)
     else:
         report = (lambda d, t: stage("generate", d, t)) if stage else None
-        conversations = generate_responses(base, prompt_ids, config.max_new_tokens, config.gen_batch_size, report)
+        conversations, hidden = generate_responses(base, prompt_ids, config.max_new_tokens, config.gen_batch_size, report)
         save_conversations(conversations, conv_file)
-    report = (lambda d, t: stage("hidden states", d, t)) if stage else None
-    cache = build_hidden_cache(base, conversations, report)
+        cache = hidden_cache_of(conversations, hidden)
     save_hidden_cache(cache, hidden_file)
     return cache
 

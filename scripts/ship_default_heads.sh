@@ -8,10 +8,10 @@ H=heads/smollm2-135m-instruct
 B=benchmarks
 step=${1:-all}
 if [ "$step" = all ] || [ "$step" = train ]; then
-  $py -m medusa_core train-heads --prompts data/prompts/train.txt --out "$H" --max-new-tokens 192 --gen-batch-size 64 --epochs 3 --batch-size 64
+  $py -m medusa_core train-heads --prompts data/prompts/train.txt --out "$H" --max-new-tokens 192 --gen-batch-size 64 --epochs 2 --batch-size 64
 fi
 if [ "$step" = all ] || [ "$step" = trees ]; then
-  rm -f "$H/tree.json"  # calibrate with the plain chain, independent of any earlier tree
+  rm -f "$H/tree.json" /tmp/medusa-ship.db  # calibrate with the plain chain; fresh studies
   $py -m medusa_core calibrate --heads "$H" --prompts data/prompts/calibration.txt --out "$H/accuracy.json" --max-new-tokens 128 --top-k 10
   $py -m optimizer profile --out "$B/latency-cpu-smollm2-135m.json"
   $py -m optimizer search --accuracy "$H/accuracy.json" --budget 64 --objective length --trials 300 --storage "sqlite:////tmp/medusa-ship.db" --out "$H/tree-length.json"
@@ -19,7 +19,7 @@ if [ "$step" = all ] || [ "$step" = trees ]; then
   cp "$H/tree-speed.json" "$H/tree.json"
 fi
 if [ "$step" = all ] || [ "$step" = bench ]; then
-  $py -m medusa_core bench --prompts data/prompts/test.txt --num-prompts 24 --max-new-tokens 128 \
+  $py -m medusa_core bench --prompts data/prompts/test.txt --num-prompts 20 --max-new-tokens 128 \
     --tree length="$H/tree-length.json" --tree speed="$H/tree-speed.json" --prompt-lookup-tokens 3,10 \
     --out "$B/cpu-smollm2-135m.json" --markdown "$B/cpu-smollm2-135m.md"
 fi

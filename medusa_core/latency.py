@@ -6,7 +6,7 @@ from typing import Callable
 
 import torch
 
-from .decoding import heads_logits
+from .decoding import head_topk, heads_logits
 from .device import synchronize
 from .models import BaseModel, MedusaModel, heads_spec_if_any, load_base_model, load_medusa
 from .tree_attention import prefill, verify_tree
@@ -47,7 +47,7 @@ def tree_forward_fn(model: BaseModel | MedusaModel, prefix_len: int = 200, seed:
             hidden = verify_tree(base.model, cache, tokens, buffers, prefix_len)
             base.model.get_output_embeddings()(hidden[buffers.internal])  # as decoding does
             if medusa is not None and n_tokens > 1:
-                torch.topk(heads_logits(medusa, hidden[0]).float().softmax(-1), PROPOSAL_TOP_K, dim=-1)
+                head_topk(heads_logits(medusa, hidden[0]), PROPOSAL_TOP_K, medusa.proposal)
             cache.crop(prefix_len - cache.get_seq_length())
         synchronize(base.device)
 

@@ -15,6 +15,28 @@ from torch import nn
 
 from .cpu_matmul import use_few_rows_linears
 
+def lm_head_rows(lm_head: nn.Module, tokens: torch.Tensor | None, dtype: torch.dtype) -> nn.Linear:
+    """A frozen copy of the lm_head in `dtype`, cut to the rows of `tokens` when given."""
+    weight = lm_head.weight.detach()
+    bias = lm_head.bias.detach() if lm_head.bias is not None else None
+    if tokens is not None:
+        rows = tokens.to(weight.device)
+        weight, bias = weight[rows], (bias[rows] if bias is not None else None)
+    projection = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device, dtype=dtype)
+    with torch.no_grad():
+        projection.weight.copy_(weight)
+        if bias is not None:
+            projection.bias.copy_(bias)
+    return projection.requires_grad_(False)
+
+
+def positions_in(tokens: torch.Tensor, token_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Token ids (all >= 0) -> their index in the sorted `tokens`, -1 for ids not among them."""
+    index_of = torch.full((vocab_size,), -1, dtype=torch.long, device=tokens.device)
+    index_of[tokens] = torch.arange(tokens.shape[0], device=tokens.device)
+    return index_of[token_ids.to(tokens.device)]
+
+
 @dataclass(frozen=True)
 class ProposalVocab:
     tokens: torch.Tensor  # [U] sorted distinct token ids
@@ -22,14 +44,8 @@ class ProposalVocab:
 
     @classmethod
     def from_lm_head(cls, tokens: torch.Tensor, lm_head: nn.Module) -> "ProposalVocab":
-        weight = lm_head.weight.detach()
-        rows = tokens.to(weight.device)
-        projection = nn.Linear(weight.shape[1], rows.shape[0], bias=lm_head.bias is not None, device=weight.device, dtype=weight.dtype)
-        with torch.no_grad():
-            projection.weight.copy_(weight[rows])
-            if lm_head.bias is not None:
-                projection.bias.copy_(lm_head.bias.detach()[rows])
-        return cls(rows, use_few_rows_linears(projection.requires_grad_(False)))
+        projection = lm_head_rows(lm_head, tokens, lm_head.weight.dtype)
+        return cls(tokens.to(lm_head.weight.device), use_few_rows_linears(projection))
 
     @property
     def size(self) -> int:
@@ -41,6 +57,4 @@ class ProposalVocab:
 
     def positions(self, token_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
         """Token ids -> their index in `tokens`, -1 for tokens the heads never propose."""
-        index_of = torch.full((vocab_size,), -1, dtype=torch.long, device=self.tokens.device)
-        index_of[self.tokens] = torch.arange(self.size, device=self.tokens.device)
-        return index_of[token_ids]
+        return positions_in(self.tokens, token_ids, vocab_size)

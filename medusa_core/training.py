@@ -31,6 +31,7 @@ from .distill_data import (
 from .heads import HeadsConfig, MedusaHeads
 from .heads_io import save_heads
 from .models import BaseModel
+from .proposal_vocab import lm_head_rows, positions_in
 
 CHECKPOINT = "training-checkpoint.pt"
 Stage = Callable[[str, int, int], None]  # (stage name, done, total)
@@ -52,7 +53,6 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 50
     full_vocab: bool = False  # False: the loss's softmax spans only the tokens the conversations use
-
 
     def __post_init__(self) -> None:
         if self.num_heads < 1 or self.num_layers < 0:
@@ -110,26 +110,15 @@ def training_lm_head(base: BaseModel, vocab: torch.Tensor | None) -> nn.Linear:
     those alone makes each training step several times cheaper on the CPU, where the vocabulary
     projection dominates. Validation always ranks over the full vocabulary.
     """
-    full = base.model.get_output_embeddings()
-    weight = full.weight.detach().float()
-    bias = full.bias.detach().float() if full.bias is not None else None
-    if vocab is not None:
-        weight, bias = weight[vocab.to(weight.device)], (bias[vocab.to(weight.device)] if bias is not None else None)
-    head = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device)
-    with torch.no_grad():
-        head.weight.copy_(weight)
-        if bias is not None:
-            head.bias.copy_(bias)
-    return head.requires_grad_(False)
+    return lm_head_rows(base.model.get_output_embeddings(), vocab, torch.float32)
 
 
 def remap_targets(targets: torch.Tensor, vocab: torch.Tensor | None, vocab_size: int) -> torch.Tensor:
-    """Token ids -> positions in `vocab` (IGNORE stays IGNORE)."""
+    """Token ids -> positions in `vocab` (IGNORE, and any id outside `vocab`, become IGNORE)."""
     if vocab is None:
         return targets
-    index_of = torch.full((vocab_size,), IGNORE, dtype=torch.long)
-    index_of[vocab] = torch.arange(vocab.shape[0])
-    return torch.where(targets == IGNORE, targets, index_of[targets.clamp(min=0)])
+    positions = positions_in(vocab, targets.clamp(min=0), vocab_size)
+    return torch.where((targets == IGNORE) | (positions < 0), IGNORE, positions)
 
 
 def heads_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

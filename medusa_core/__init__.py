@@ -8,6 +8,8 @@ from importlib import import_module
 
 _EXPORTS = {
     "TypicalConfig": "acceptance",
+    "LookupConfig": "context_lookup",
+    "find_continuation": "context_lookup",
     "DecodeConfig": "decoding",
     "PromptTooLongError": "decoding",
     "generate": "decoding",

@@ -9,6 +9,7 @@ from typing import Iterator, Sequence
 import torch
 
 from .acceptance import TypicalConfig, accept_greedy, accept_typical, sample_typical
+from .context_lookup import LookupConfig, find_continuation
 from .device import synchronize
 from .models import MedusaModel, encode_prompt
 from .proposal_vocab import ProposalVocab
@@ -28,6 +29,7 @@ class DecodeConfig:
     seed: int = 0
     chat: bool | None = None  # None: the chat template when the tokenizer has one
     trace_text: bool = True  # decode each node's text into the trace (off for benchmarks)
+    lookup: LookupConfig | None = None  # also verify a chain copied from the context each step
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -38,7 +40,10 @@ class DecodeConfig:
             "max_new_tokens": self.max_new_tokens,
             "mode": "greedy" if self.typical is None else "typical",
             "seed": self.seed,
-        } | (asdict(self.typical) if self.typical else {})
+            "lookup_tokens": self.lookup.tokens if self.lookup else 0,
+        } | (asdict(self.typical) if self.typical else {}) | (
+            {"lookup_max_ngram": self.lookup.max_ngram} if self.lookup else {}
+        )
 
 
 @dataclass
@@ -59,15 +64,23 @@ def head_topk(head_logits: torch.Tensor, top_k: int, proposal: ProposalVocab | N
     return tokens, top.values
 
 
-def propose(state: _State, buffers: TreeBuffers, top_k: int, proposal: ProposalVocab | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lay the tree's tokens out flat: node tokens [N] and their proposal probabilities [N]."""
-    root = torch.tensor([state.root], device=buffers.depth.device)
-    root_prob = torch.tensor([state.root_prob], device=root.device)
-    if buffers.num_nodes == 1:
-        return root, root_prob
-    tokens, probs = head_topk(state.head_logits, top_k, proposal)
-    heads, ranks = buffers.head[1:], buffers.rank[1:]
-    return torch.cat([root, tokens[heads, ranks]]), torch.cat([root_prob, probs[heads, ranks]])
+def propose(
+    state: _State, buffers: TreeBuffers, top_k: int, proposal: ProposalVocab | None, drafted: Sequence[int] = ()
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lay the tree's tokens out flat: node tokens [N] and their proposal probabilities [N]
+    (root, the heads' nodes, then the `drafted` lookup chain, whose probability is 0: unknown)."""
+    device = buffers.depth.device
+    tokens = [torch.tensor([state.root], device=device)]
+    probs = [torch.tensor([state.root_prob], device=device)]
+    if buffers.num_head_nodes > 1:
+        head_tokens, head_probs = head_topk(state.head_logits, top_k, proposal)  # [K, k]
+        heads, ranks = buffers.head[1 : buffers.num_head_nodes], buffers.rank[1 : buffers.num_head_nodes]
+        tokens.append(head_tokens[heads, ranks])
+        probs.append(head_probs[heads, ranks])
+    if buffers.lookup:
+        tokens.append(torch.tensor(drafted[: buffers.lookup], device=device))
+        probs.append(torch.zeros(buffers.lookup, device=device))
+    return torch.cat(tokens), torch.cat(probs)
 
 
 def heads_logits(medusa: MedusaModel, hidden: torch.Tensor) -> torch.Tensor:
@@ -109,15 +122,31 @@ def stop_in(tokens: Sequence[int], eos: frozenset[int], budget: int) -> tuple[li
     return out, ("max_new_tokens" if len(out) == budget else None)
 
 
+def node_sources(buffers: TreeBuffers) -> list[str]:
+    return ["root"] + ["heads"] * (buffers.num_head_nodes - 1) + ["lookup"] * buffers.lookup
+
+
 def trace_nodes(medusa: MedusaModel, node_tokens: torch.Tensor, node_probs: torch.Tensor, buffers: TreeBuffers, with_text: bool) -> list[Node]:
     ids = node_tokens.tolist()
     texts = medusa.base.tokenizer.batch_decode([[i] for i in ids]) if with_text else [""] * len(ids)
     return [
-        Node(i, t, d, r, p, par)
-        for i, t, d, r, p, par in zip(
-            ids, texts, buffers.depth.tolist(), buffers.rank.tolist(), node_probs.tolist(), buffers.parent.tolist()
+        Node(i, t, d, r, p, par, src)
+        for i, t, d, r, p, par, src in zip(
+            ids,
+            texts,
+            buffers.depth.tolist(),
+            buffers.rank.tolist(),
+            node_probs.tolist(),
+            buffers.parent.tolist(),
+            node_sources(buffers),
         )
     ]
+
+
+def tree_layouts(paths: Sequence[Sequence[int]], lookup: LookupConfig | None, device: torch.device) -> list[TreeBuffers]:
+    """The heads' tree with a lookup chain of every length the lookup can find: [0..tokens]."""
+    lengths = range((lookup.tokens if lookup else 0) + 1)
+    return [build_tree_buffers(paths, n).to(device) for n in lengths]
 
 
 def check_prompt_fits(prompt_len: int, context: int, tree_depth: int) -> None:
@@ -140,10 +169,12 @@ def stream_generation(
     """Yield a StepRecord per decoding step, then the GenerationRecord with the totals."""
     base = medusa.base
     paths = validate_tree(medusa.default_tree if tree is None else tree, medusa.num_heads)
-    buffers = build_tree_buffers(paths).to(base.device)
+    layouts = tree_layouts(paths, config.lookup, base.device)
+    heads_only = layouts[0]
+    max_depth = max(b.max_depth for b in layouts)
     top_k = tree_top_k(paths)
     ids = list(prompt_ids) if prompt_ids is not None else encode_prompt(base.tokenizer, prompt, config.chat)
-    check_prompt_fits(len(ids), base.context_length, buffers.max_depth)
+    check_prompt_fits(len(ids), base.context_length, max_depth)
     if medusa.proposal is not None and top_k > medusa.proposal.size:
         raise ValueError(f"the tree needs each head's top {top_k} but the heads propose from only {medusa.proposal.size} tokens")
     generator = torch.Generator().manual_seed(config.seed)
@@ -154,16 +185,19 @@ def stream_generation(
         start = time.perf_counter()
         cache, hidden = prefill(base.model, torch.tensor(ids, device=base.device))
         root, root_prob = next_root(lm_head(hidden), config, generator)
-        state = _State(len(ids), root, root_prob, propose_logits(medusa, hidden, buffers))
+        state = _State(len(ids), root, root_prob, propose_logits(medusa, hidden, heads_only))
+        in_cache = list(ids)  # token ids whose KV entries the cache holds
         out: list[int] = []
         steps: list[StepRecord] = []
         stop = None
         step_start = start
         while stop is None:
-            if state.prefix_len + buffers.max_depth + 1 > base.context_length:
+            if state.prefix_len + max_depth + 1 > base.context_length:
                 stop = "context"
                 break
-            node_tokens, node_probs = propose(state, buffers, top_k, medusa.proposal)
+            drafted = find_continuation(in_cache + [state.root], config.lookup) if config.lookup else []
+            buffers = layouts[len(drafted)]
+            node_tokens, node_probs = propose(state, buffers, top_k, medusa.proposal, drafted)
             hidden = verify_tree(base.model, cache, node_tokens, buffers, state.prefix_len)  # [N, d]
             internal_logits = lm_head(hidden[buffers.internal])  # [I, V]: leaves' logits are rarely needed
             if config.typical is None:
@@ -173,8 +207,10 @@ def stream_generation(
             commit_kv(cache, state.prefix_len, accepted)
             last = int(accepted[-1])
             root, root_prob = next_root(logits_at(last, hidden, internal_logits, buffers, lm_head), config, generator)
-            emitted, stop = stop_in(node_tokens[accepted].tolist(), base.eos_token_ids, config.max_new_tokens - len(out))
-            state = _State(state.prefix_len + len(accepted), root, root_prob, propose_logits(medusa, hidden[last], buffers))
+            accepted_tokens = node_tokens[accepted].tolist()
+            in_cache.extend(accepted_tokens)
+            emitted, stop = stop_in(accepted_tokens, base.eos_token_ids, config.max_new_tokens - len(out))
+            state = _State(state.prefix_len + len(accepted), root, root_prob, propose_logits(medusa, hidden[last], heads_only))
             out.extend(emitted)
             synchronize(base.device)
             now = time.perf_counter()

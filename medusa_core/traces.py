@@ -12,9 +12,10 @@ class Node:
     token_id: int
     text: str
     depth: int
-    rank: int  # rank in its head's top-k; -1 for the root
+    rank: int  # rank in its head's top-k; -1 for the root and lookup nodes
     prob: float  # head probability of the token; the base model's for the root
     parent: int  # -1 for the root
+    source: str = "heads"  # "root", "heads" or "lookup" (copied from the context; prob 0)
 
 
 @dataclass(frozen=True)

@@ -164,7 +164,8 @@ def resolve_tree(spec: str) -> tuple[Path_, ...]:
 
 @dataclass(frozen=True)
 class TreeBuffers:
-    """Flat layout of a tree of N nodes (node 0 = root, then paths in (depth, path) order)."""
+    """Flat layout of a tree of N nodes (node 0 = root, the paths in (depth, path) order, then any
+    context-lookup chain)."""
 
     paths: tuple[Path_, ...]
     depth: torch.Tensor  # [N] long, root 0
@@ -176,6 +177,12 @@ class TreeBuffers:
     internal: torch.Tensor  # [I] ids of nodes with children (root first): only their logits are needed
     parent_row: torch.Tensor  # [N] row of each node's parent in `internal` (root: 0, unused)
     internal_row: tuple[int, ...]  # [N] each node's own row in `internal`, -1 for leaves (host-side)
+    lookup: int = 0  # the last `lookup` nodes are a context-lookup chain under the root
+
+    @property
+    def num_head_nodes(self) -> int:
+        """Root plus the heads' nodes: the first nodes of the layout."""
+        return self.num_nodes - self.lookup
 
     @property
     def num_nodes(self) -> int:
@@ -194,15 +201,21 @@ class TreeBuffers:
             self.internal.to(device),
             self.parent_row.to(device),
             self.internal_row,
+            self.lookup,
         )
 
 
-def build_tree_buffers(paths: Iterable[Sequence[int]]) -> TreeBuffers:
+def build_tree_buffers(paths: Iterable[Sequence[int]], lookup: int = 0) -> TreeBuffers:
+    """Flat layout of the heads' tree, plus a chain of `lookup` context-lookup nodes under the root."""
+    if lookup < 0:
+        raise TreeError(f"a lookup chain needs length >= 0, got {lookup}")
     tree = validate_tree(paths)
     index = {(): 0} | {p: i + 1 for i, p in enumerate(tree)}
-    n = len(tree) + 1
-    parent = [-1] + [index[p[:-1]] for p in tree]
-    depth = [0] + [len(p) for p in tree]
+    first_lookup = len(tree) + 1
+    n = first_lookup + lookup
+    lookup_parents = [0] + list(range(first_lookup, n - 1)) if lookup else []
+    parent = [-1] + [index[p[:-1]] for p in tree] + lookup_parents
+    depth = [0] + [len(p) for p in tree] + list(range(1, lookup + 1))
     mask = torch.zeros(n, n, dtype=torch.bool)
     for i in range(n):
         j = i
@@ -226,11 +239,12 @@ def build_tree_buffers(paths: Iterable[Sequence[int]]) -> TreeBuffers:
         paths=tree,
         depth=torch.tensor(depth),
         parent=torch.tensor(parent),
-        head=torch.tensor([-1] + [len(p) - 1 for p in tree]),
-        rank=torch.tensor([-1] + [p[-1] for p in tree]),
+        head=torch.tensor([-1] + [len(p) - 1 for p in tree] + [-1] * lookup),
+        rank=torch.tensor([-1] + [p[-1] for p in tree] + [-1] * lookup),
         ancestor_mask=mask,
         retrieve=retrieve,
         internal=torch.tensor(internal),
         parent_row=torch.tensor([0] + [row_of[p] for p in parent[1:]]),
         internal_row=tuple(row_of.get(i, -1) for i in range(n)),
+        lookup=lookup,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import gradio as gr
@@ -13,6 +13,7 @@ import gradio as gr
 from medusa_core import (
     DecodeConfig,
     GenerationRecord,
+    LookupConfig,
     MedusaModel,
     StepRecord,
     TypicalConfig,
@@ -44,6 +45,10 @@ TREE_CHOICES: list[tuple[str, str]] = (
 STREAM_INTERVAL_S = 0.25  # at most ~4 page updates a second while decoding (the first step at once)
 RUN_TTL_S = 3600  # a session's last run (all its trees) is dropped an hour after it was stored
 EXAMPLE_PROMPT = "Explain in two sentences why the sky is blue."
+LOOKUP_DEFAULT = "heads-default"
+LOOKUP_CHOICES: list[tuple[str, str]] = [("heads' default", LOOKUP_DEFAULT), ("off", "0")] + [
+    (f"{n} tokens", str(n)) for n in (2, 3, 4, 6, 8, 10)
+]
 
 
 @dataclass(frozen=True)
@@ -91,9 +96,20 @@ def choose_tree(choice: str, medusa: MedusaModel, uploaded: Sequence[Path_] | No
     return validate_tree(paths, medusa.num_heads)
 
 
-def decode_config(max_new_tokens: float, mode: str, temperature: float, threshold: float, alpha: float, seed: float) -> DecodeConfig:
+def choose_lookup(choice: str | None, default: LookupConfig | None) -> LookupConfig | None:
+    """The context-lookup choice: the heads' recommendation, off ("0") or a chain length."""
+    if choice in (None, LOOKUP_DEFAULT):
+        return default
+    if choice not in {value for _, value in LOOKUP_CHOICES}:
+        raise InputError(f"unknown context lookup {choice!r}; one of {[v for _, v in LOOKUP_CHOICES]}")
+    return LookupConfig(int(choice)) if int(choice) else None
+
+
+def decode_config(
+    max_new_tokens: float, mode: str, temperature: float, threshold: float, alpha: float, seed: float, lookup: LookupConfig | None = None
+) -> DecodeConfig:
     typical = TypicalConfig(float(temperature), float(threshold), float(alpha)) if mode == "typical" else None
-    return DecodeConfig(max_new_tokens=int(max_new_tokens), typical=typical, seed=int(seed))
+    return DecodeConfig(max_new_tokens=int(max_new_tokens), typical=typical, seed=int(seed), lookup=lookup)
 
 
 def checked_prompt(prompt: str | None) -> str:
@@ -135,11 +151,12 @@ def make_run(store: ModelStore):
         prompt: str, max_new_tokens: float, mode: str, temperature: float, threshold: float, alpha: float,
         seed: float, tree_choice: str, colour_by: figures.ColourBy, compare: bool,
         key: ModelKey, uploaded: tuple[Path_, ...] | None, optimised: tuple[Path_, ...] | None,
+        lookup: str = LOOKUP_DEFAULT,
     ) -> Iterator[tuple]:
         with shown_in_page("cannot run"):
             text = checked_prompt(prompt)
-            config = decode_config(max_new_tokens, mode, temperature, threshold, alpha, seed)
             medusa = store.get(key)
+            config = decode_config(max_new_tokens, mode, temperature, threshold, alpha, seed, choose_lookup(lookup, medusa.default_lookup))
             tree = choose_tree(tree_choice, medusa, uploaded, optimised)
             yield from stream_run(medusa, text, tree, config, colour_by, compare)
 
@@ -177,7 +194,7 @@ def stream_run(medusa: MedusaModel, prompt: str, tree: tuple[Path_, ...], config
                stats, stats_plot, comparison, record_download(record), run)
     yield outputs
     if compare:
-        plain = generate(medusa, prompt, [], config)
+        plain = generate(medusa, prompt, [], replace(config, lookup=None))
         yield outputs[:6] + (comparison_html(record, plain, config.typical is None),) + outputs[7:]  # whole: API callers keep the last yield
 
 
@@ -245,6 +262,10 @@ def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: g
             with gr.Row():
                 mode = gr.Radio(["greedy", "typical"], value="greedy", label="acceptance", info="greedy is lossless; typical samples")
                 seed = gr.Number(value=0, precision=0, label="seed")
+                lookup = gr.Dropdown(
+                    LOOKUP_CHOICES, value=LOOKUP_DEFAULT, label="context lookup",
+                    info="also verify a chain copied from earlier text (red nodes)", elem_id="lookup-choice",
+                )
             with gr.Row():
                 temperature = gr.Slider(0.05, 2.0, value=0.7, step=0.05, label="temperature (typical)")
                 threshold = gr.Slider(0.01, 1.0, value=0.09, step=0.01, label="posterior threshold ε (typical)")
@@ -269,7 +290,7 @@ def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: g
     mask_inputs = [tree_choice, key_state, uploaded_state, optimised_state]
     run_event = run_button.click(
         make_run(store),
-        inputs=[prompt, max_new_tokens, mode, temperature, threshold, alpha, seed, tree_choice, colour_by, compare, key_state, uploaded_state, optimised_state],
+        inputs=[prompt, max_new_tokens, mode, temperature, threshold, alpha, seed, tree_choice, colour_by, compare, key_state, uploaded_state, optimised_state, lookup],
         outputs=[output, tree_plot, caption, step_slider, stats, stats_plot, comparison, record_file, run_state],
         api_name="generate",
     )

@@ -18,6 +18,8 @@ ColourBy = Literal["depth", "probability"]
 BASE_COLOUR = "#4a4a4a"
 HEAD_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#17becf", "#8c564b", "#e377c2", "#bcbd22", "#7f7f7f")
 ACCEPT_COLOUR = "#ff7f0e"
+LOOKUP_COLOUR = "#d62728"
+LOOKUP_NAME = "context lookup"
 FADED_OPACITY = 0.3
 FONT = dict(family="Inter, Segoe UI, sans-serif", size=12)
 MAX_LABEL_CHARS = 10
@@ -75,13 +77,22 @@ class TreeView:
     hovers: list[str]
     values: list[float]  # the colour in "probability" mode
     accepted: list[int]  # node ids root -> last accepted node; empty when nothing was verified
+    lookup: frozenset[int] = frozenset()  # nodes copied from the context rather than proposed by heads
+
+
+def node_origin(node: Node) -> str:
+    if node.depth == 0:
+        return "base model's own token"
+    if node.source == "lookup":
+        return f"copied from the context, {node.depth} after the root"
+    return f"head {node.depth}, rank {node.rank}<br>probability {node.prob:.3f}"
 
 
 def step_tree_view(nodes: Sequence[Node], accepted: Sequence[int]) -> TreeView:
     hovers = [
         f"<b>{node.text!r}</b><br>token id {node.token_id}<br>"
-        + ("base model's own token" if node.depth == 0 else f"head {node.depth}, rank {node.rank}")
-        + f"<br>probability {node.prob:.3f}"
+        + node_origin(node)
+        + (f"<br>probability {node.prob:.3f}" if node.depth == 0 else "")
         + ("<br><b>accepted</b>" if i in accepted else "")
         for i, node in enumerate(nodes)
     ]
@@ -92,6 +103,7 @@ def step_tree_view(nodes: Sequence[Node], accepted: Sequence[int]) -> TreeView:
         hovers=hovers,
         values=[n.prob for n in nodes],
         accepted=list(accepted),
+        lookup=frozenset(i for i, n in enumerate(nodes) if n.source == "lookup"),
     )
 
 
@@ -179,14 +191,16 @@ def node_traces(view: TreeView, x: np.ndarray, y: np.ndarray, colour_by: ColourB
     if colour_by == "probability":
         groups = [("nodes", list(range(len(view.parents))))]
     else:
-        groups = [(depth_name(d), [i for i, nd in enumerate(view.depths) if nd == d]) for d in sorted(set(view.depths))]
+        proposed = [(i, d) for i, d in enumerate(view.depths) if i not in view.lookup]
+        groups = [(depth_name(d), [i for i, nd in proposed if nd == d]) for d in sorted({d for _, d in proposed})]
+        groups += [(LOOKUP_NAME, sorted(view.lookup))] if view.lookup else []
     traces = []
     for name, members in groups:
         marker: dict = dict(size=size, opacity=[opacity[i] for i in members], line=dict(width=1, color="white"))
         if colour_by == "probability":
             marker |= dict(color=[view.values[i] for i in members], colorscale="Viridis", cmin=0, cmax=1, colorbar=dict(title="p", thickness=12, len=0.8))
         else:
-            marker["color"] = depth_colour(view.depths[members[0]])
+            marker["color"] = LOOKUP_COLOUR if name == LOOKUP_NAME else depth_colour(view.depths[members[0]])
         traces.append(
             go.Scatter(
                 x=x[members], y=y[members], mode="markers+text", name=name,

@@ -63,6 +63,10 @@ def live_stats_html(steps: Sequence[StepRecord], seconds: float) -> str:
     )
 
 
+def lookup_suffix(tokens: int) -> str:
+    return f" + {tokens} lookup" if tokens else ""
+
+
 def stats_html(record: GenerationRecord, num_nodes: int) -> str:
     return stat_cards([
         ("tokens / step", f"{record.tokens_per_step:.2f}"),
@@ -70,7 +74,7 @@ def stats_html(record: GenerationRecord, num_nodes: int) -> str:
         ("tokens", str(len(record.tokens))),
         ("steps", str(record.num_steps)),
         ("seconds", f"{record.seconds:.2f}"),
-        ("tree nodes", str(num_nodes)),
+        ("tree nodes", str(num_nodes) + lookup_suffix(record.settings.get("lookup_tokens", 0))),
         ("stopped at", record.stop_reason.replace("_", " ")),
         ("device", f"{record.device} {record.dtype}"),
     ])
@@ -78,9 +82,10 @@ def stats_html(record: GenerationRecord, num_nodes: int) -> str:
 
 def step_caption(step_index: int, step: StepRecord, total: int) -> str:
     accepted_text = "".join(step.nodes[i].text for i in step.accepted[1:])
+    copied = any(step.nodes[i].source == "lookup" for i in step.accepted[1:])
     return (
         f"**Step {step_index + 1} of {total}**: {len(step.nodes)} candidate tokens verified in one pass, "
-        f"{step.accepted_length} accepted from the heads ({html.escape(repr(accepted_text))}), "
+        f"{step.accepted_length} accepted from the {'context lookup' if copied else 'heads'} ({html.escape(repr(accepted_text))}), "
         f"{len(step.emitted)} emitted · {step.seconds * 1000:.0f} ms"
     )
 

@@ -26,8 +26,9 @@ import transformers
 
 from . import default_model
 from .bench_methods import HF_ASSISTED, HF_GREEDY, HF_PROMPT_LOOKUP, MEDUSA, Method, Run, Runner, make_runner
-from .models import BaseModel, MedusaModel, encode_prompt
-from .trees import Path_, chain_tree, resolve_tree, tree_depth, validate_tree
+from .context_lookup import LookupConfig
+from .models import REPO_ROOT, BaseModel, MedusaModel, encode_prompt
+from .trees import Path_, chain_tree, load_tree_lookup, resolve_tree, tree_depth, validate_tree
 
 BENCH_FORMAT = "medusa-bench/1"
 BASELINE = HF_GREEDY
@@ -54,14 +55,15 @@ class BenchConfig:
 _NAME = re.compile(r"^[\w.+-]+$")
 
 
-def parse_tree_option(spec: str) -> tuple[str, tuple[Path_, ...]]:
-    """`NAME=SPEC` or `SPEC` (a preset, tree file or JSON list) -> (name, paths)."""
+def parse_tree_option(spec: str) -> tuple[str, tuple[Path_, ...], LookupConfig | None]:
+    """`NAME=SPEC` or `SPEC` (a preset, tree file or JSON list) -> (name, paths, the context
+    lookup a tree file recommends)."""
     name, sep, rest = spec.partition("=")
     if sep and _NAME.match(name) and not Path(spec).is_file():
-        return name, resolve_tree(rest)
+        return name, resolve_tree(rest), load_tree_lookup(rest) if Path(rest).is_file() else None
     if Path(spec).is_file():
-        return Path(spec).stem, resolve_tree(spec)
-    return (spec if _NAME.match(spec) else "custom"), resolve_tree(spec)
+        return Path(spec).stem, resolve_tree(spec), load_tree_lookup(spec)
+    return (spec if _NAME.match(spec) else "custom"), resolve_tree(spec), None
 
 
 def is_default_model(base: BaseModel) -> bool:
@@ -79,33 +81,48 @@ def draft_skip_reason(base: BaseModel) -> str:
 
 def default_methods(
     medusa: MedusaModel,
-    trees: Sequence[tuple[str, Sequence[Sequence[int]]]] = (),
+    trees: Sequence[tuple] = (),
     prompt_lookup_tokens: Sequence[int] = (10,),
     draft: BaseModel | None = None,
 ) -> list[Method]:
     """hf-greedy (baseline), prompt lookup per draft length, assisted (or skipped), our plain loop,
-    then Medusa with a chain over all heads, the heads' default tree and the given trees; a tree
-    equal to an earlier one becomes an alias of it rather than a second run."""
+    then Medusa with a chain over all heads, the heads' default tree and the given trees
+    ((name, paths) or (name, paths, lookup)). With a default context lookup, our loop with that
+    lookup alone and the default tree with it run too, so the table separates heads and lookup.
+    A method equal to an earlier one becomes an alias of it rather than a second run."""
     methods = [Method(BASELINE, HF_GREEDY)]
     methods += [Method(f"{HF_PROMPT_LOOKUP}-{n}", HF_PROMPT_LOOKUP, draft_tokens=n) for n in prompt_lookup_tokens]
     methods.append(Method(HF_ASSISTED, HF_ASSISTED, skip_reason=None if draft else draft_skip_reason(medusa.base)))
     methods.append(Method(OURS_GREEDY, MEDUSA, tree=()))
-    k = medusa.num_heads
-    named = [(f"chain-{k}", chain_tree(k)), ("default", medusa.default_tree), *trees]
-    seen: dict[tuple[Path_, ...], int] = {}
-    for name, paths in named:
-        tree = validate_tree(paths, k)
-        method_name = f"medusa-{name}"
-        if tree in seen:
-            i = seen[tree]
+    k, lookup = medusa.num_heads, medusa.default_lookup
+    named = [("", (), lookup), (f"chain-{k}", chain_tree(k)), ("default", medusa.default_tree)]
+    named += [("default", medusa.default_tree, lookup)] if lookup else []
+    seen: dict[tuple, int] = {}
+    for name, paths, *rest in [*named, *trees]:
+        tree, tree_lookup = validate_tree(paths, k), (rest[0] if rest else None)
+        method_name = medusa_method_name(name, tree_lookup)
+        if method_name is None:
+            continue
+        key = (tree, tree_lookup)
+        if key in seen:
+            i = seen[key]
             if method_name != methods[i].name and method_name not in methods[i].aliases:
-                methods[i] = Method(methods[i].name, MEDUSA, tree=tree, aliases=methods[i].aliases + (method_name,))
+                old = methods[i]
+                methods[i] = Method(old.name, MEDUSA, tree=tree, aliases=old.aliases + (method_name,), lookup=tree_lookup)
             continue
         if any(m.name == method_name for m in methods):
             raise ValueError(f"two different trees are named {name!r}")
-        seen[tree] = len(methods)
-        methods.append(Method(method_name, MEDUSA, tree=tree))
+        seen[key] = len(methods)
+        methods.append(Method(method_name, MEDUSA, tree=tree, lookup=tree_lookup))
     return methods
+
+
+def medusa_method_name(tree_name: str, lookup: LookupConfig | None) -> str | None:
+    """medusa-NAME[+lookup-T]; our loop with a lookup and no heads is ours-lookup-T."""
+    suffix = f"lookup-{lookup.tokens}" if lookup else ""
+    if not tree_name:
+        return f"ours-{suffix}" if lookup else None
+    return f"medusa-{tree_name}" + (f"+{suffix}" if lookup else "")
 
 
 # prompts ----------------------------------------------------------------------------------
@@ -128,7 +145,7 @@ def encode_prompts(base: BaseModel, prompts: Sequence[str], max_new_tokens: int,
 
 
 def max_tree_depth(methods: Sequence[Method]) -> int:
-    return max((tree_depth(m.tree) for m in methods if m.tree), default=0)
+    return max((max(tree_depth(m.tree or ()), m.lookup.tokens if m.lookup else 0) for m in methods), default=0)
 
 
 # machine ----------------------------------------------------------------------------------
@@ -195,6 +212,12 @@ def histogram(accepted: Sequence[int]) -> list[int]:
     return counts
 
 
+def repo_relative(spec: str) -> str:
+    """Heads inside this repository are named by their path in it, so results read the same anywhere."""
+    path = Path(spec).resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) and path.exists() else spec
+
+
 # results ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PromptRun:
@@ -217,6 +240,7 @@ class MethodResult:
     tree: list[list[int]] | None = None
     aliases: list[str] = field(default_factory=list)
     draft_tokens: int | None = None
+    lookup_tokens: int = 0  # context-lookup chain verified beside the tree (counted in tree_nodes)
     skipped: bool = False
     skip_reason: str | None = None
     tokens_per_second_median: float | None = None
@@ -274,6 +298,7 @@ def summarise(method: Method, runs: Sequence[Run], baseline: Sequence[Run], orde
         [list(p) for p in method.tree] if method.tree is not None else None,
         list(method.aliases),
         method.draft_tokens,
+        method.lookup.tokens if method.lookup else 0,
     )
     if method.skip_reason is not None:
         result.skipped, result.skip_reason = True, method.skip_reason
@@ -340,7 +365,7 @@ def run_benchmark(
     return BenchResult(
         machine=machine_info(base.device),
         model=base.model_id,
-        heads=medusa.heads_name,
+        heads=repo_relative(medusa.heads_name),
         device=str(base.device),
         dtype=str(base.dtype).removeprefix("torch."),
         max_new_tokens=config.max_new_tokens,

@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 import torch
 from transformers.generation.streamers import BaseStreamer
 
+from .context_lookup import LookupConfig
 from .decoding import DecodeConfig, generate
 from .device import synchronize
 from .models import BaseModel, MedusaModel
@@ -38,8 +39,9 @@ KINDS = (HF_GREEDY, HF_PROMPT_LOOKUP, HF_ASSISTED, MEDUSA)
 
 @dataclass(frozen=True)
 class Method:
-    """One contestant. `tree` is for MEDUSA (empty: our own plain greedy loop, heads skipped);
-    `draft_tokens` for prompt lookup; a method with a `skip_reason` is reported, never run."""
+    """One contestant. `tree` is for MEDUSA (empty: our own plain greedy loop, heads skipped) and
+    `lookup` its context-lookup chain; `draft_tokens` for prompt lookup; a method with a
+    `skip_reason` is reported, never run."""
 
     name: str
     kind: str
@@ -47,6 +49,7 @@ class Method:
     draft_tokens: int | None = None
     skip_reason: str | None = None
     aliases: tuple[str, ...] = ()
+    lookup: LookupConfig | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -56,8 +59,11 @@ class Method:
 
     @property
     def tree_nodes(self) -> int | None:
-        """Candidate nodes per step, root excluded (the medusa_choices count); None off our loop."""
-        return len(self.tree) if self.tree is not None else None
+        """Most candidate nodes a step verifies, root excluded (the medusa_choices count plus the
+        lookup chain); None off our loop."""
+        if self.tree is None:
+            return None
+        return len(self.tree) + (self.lookup.tokens if self.lookup else 0)
 
 
 @dataclass(frozen=True)
@@ -176,11 +182,11 @@ def hf_assisted_runner(base: BaseModel, draft: BaseModel) -> Runner:
     return run
 
 
-def medusa_runner(medusa: MedusaModel, tree: Sequence[Path_]) -> Runner:
+def medusa_runner(medusa: MedusaModel, tree: Sequence[Path_], lookup: LookupConfig | None = None) -> Runner:
     tree = [list(p) for p in tree]
 
     def run(ids: Sequence[int], max_new_tokens: int) -> Run:
-        config = DecodeConfig(max_new_tokens, None, 0, None, trace_text=False)
+        config = DecodeConfig(max_new_tokens, None, 0, None, trace_text=False, lookup=lookup)
         record, seconds = timed(medusa.base.device, lambda: generate(medusa, "", tree, config, prompt_ids=ids))
         return Run(list(record.tokens), seconds, record.num_steps, [s.accepted_length for s in record.steps])
 
@@ -198,4 +204,4 @@ def make_runner(method: Method, medusa: MedusaModel, draft: BaseModel | None = N
         if draft is None:
             raise ValueError(f"method {method.name!r} needs a draft model")
         return hf_assisted_runner(medusa.base, draft)
-    return medusa_runner(medusa, method.tree or ())
+    return medusa_runner(medusa, method.tree or (), method.lookup)

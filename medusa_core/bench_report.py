@@ -15,6 +15,13 @@ def _hist(counts: list[int] | None) -> str:
     return " ".join(f"{n}:{100 * c / total:.0f}%" for n, c in enumerate(counts) if c)
 
 
+def _nodes(tree_nodes: int | None, lookup: int) -> str:
+    """Heads' nodes, plus the context-lookup chain's (`3+6`)."""
+    if tree_nodes is None:
+        return "–"
+    return f"{tree_nodes - lookup}+{lookup}" if lookup else str(tree_nodes)
+
+
 def machine_line(result: dict) -> str:
     m = result["machine"]
     where = m["device_name"] if m["device"] == "cpu" else f"{m['device_name']} (CUDA {m.get('cuda')})"
@@ -35,7 +42,7 @@ def markdown_table(result: dict) -> str:
     ]
     for m in result["methods"]:
         name = m["name"] + (f" (= {', '.join(m['aliases'])})" if m.get("aliases") else "")
-        nodes = "–" if m["tree_nodes"] is None else str(m["tree_nodes"])
+        nodes = _nodes(m["tree_nodes"], m.get("lookup_tokens", 0))
         if m["skipped"]:
             lines.append(f"| {name} | {nodes} | skipped: {m['skip_reason']} | | | | | |")
             continue
@@ -51,6 +58,8 @@ def markdown_table(result: dict) -> str:
         "Speed-up is per prompt over hf-greedy (`model.generate(do_sample=False)`) on the same prompt; "
         "identical = same token ids as hf-greedy. A step is one forward pass of the target model for "
         "hf-* methods and one tree verification pass (prefill not counted) for ours-greedy and medusa-*; "
-        "speed-up is about tokens/step divided by the step's cost relative to hf-greedy.",
+        "speed-up is about tokens/step divided by the step's cost relative to hf-greedy. "
+        "Tree nodes `a+b`: a heads' nodes plus a b-token chain copied from the context (context lookup; "
+        "a step verifies the chain only when the context has a match).",
     ]
     return "\n".join(lines) + "\n"

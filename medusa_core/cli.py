@@ -10,6 +10,7 @@ from typing import Callable
 from tqdm import tqdm
 
 from .acceptance import TypicalConfig
+from .context_lookup import LookupConfig
 from .decoding import DecodeConfig, generate
 from .device import DEVICE_CHOICES, DTYPE_CHOICES
 from .distill_data import read_prompt_file
@@ -33,13 +34,27 @@ def add_decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--posterior-alpha", type=float, default=0.3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-chat", action="store_true", help="feed the raw prompt even if the model has a chat template")
+    p.add_argument(
+        "--lookup-tokens", type=int, default=None,
+        help="also verify up to N tokens copied from the context each step (0: off; default: the heads' tree.json)",
+    )
+    p.add_argument("--lookup-ngram", type=int, nargs=2, default=(2, 3), metavar=("MIN", "MAX"),
+                   help="shortest and longest context n-gram the lookup matches (default 2 3)")
 
 
-def decode_config(args: argparse.Namespace, trace_text: bool = True) -> DecodeConfig:
+def lookup_config(tokens: int | None, ngram: tuple[int, int], default: LookupConfig | None) -> LookupConfig | None:
+    """--lookup-tokens: None keeps the heads' recommendation, 0 turns the lookup off."""
+    if tokens is None:
+        return default
+    return LookupConfig(tokens, max_ngram=ngram[1], min_ngram=ngram[0]) if tokens else None
+
+
+def decode_config(args: argparse.Namespace, default_lookup: LookupConfig | None, trace_text: bool = True) -> DecodeConfig:
     typical = (
         TypicalConfig(args.temperature, args.posterior_threshold, args.posterior_alpha) if args.temperature > 0 else None
     )
-    return DecodeConfig(args.max_new_tokens, typical, args.seed, False if args.no_chat else None, trace_text)
+    lookup = lookup_config(args.lookup_tokens, args.lookup_ngram, default_lookup)
+    return DecodeConfig(args.max_new_tokens, typical, args.seed, False if args.no_chat else None, trace_text, lookup)
 
 
 class Bar:
@@ -77,7 +92,7 @@ def run_generate(args: argparse.Namespace) -> int:
     prompts = [args.prompt] if args.prompt is not None else read_prompt_file(args.prompts)
     tree = resolve_tree(args.tree) if args.tree else None
     medusa = load_medusa(args.model, args.heads, args.device, args.dtype)
-    config = decode_config(args)
+    config = decode_config(args, medusa.default_lookup)
     for prompt in prompts:
         record = generate(medusa, prompt, tree, config)
         if args.json or args.prompts:
@@ -87,9 +102,13 @@ def run_generate(args: argparse.Namespace) -> int:
             print(
                 f"\n[{len(record.tokens)} tokens in {record.num_steps} steps: "
                 f"{record.tokens_per_step:.2f} tokens/step, {record.tokens_per_second:.1f} tokens/s, "
-                f"{len(record.tree)}-node tree on {record.device}]"
+                f"{len(record.tree)}-node tree{lookup_note(config.lookup)} on {record.device}]"
             )
     return 0
+
+
+def lookup_note(lookup: LookupConfig | None) -> str:
+    return f" + {lookup.tokens}-token context lookup" if lookup else ""
 
 
 # train-heads ------------------------------------------------------------------------------
@@ -174,7 +193,8 @@ def bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-prompts", type=int, default=20, help="use the first N prompts of the file")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--tree", action="append", default=[], metavar="NAME=SPEC",
-                   help="a Medusa tree to run besides chain-<heads> and the heads' default tree: preset, tree file or JSON list (repeatable)")
+                   help="a Medusa tree to run besides chain-<heads> and the heads' default tree: preset, tree file "
+                   "(with the context lookup it records) or JSON list (repeatable)")
     p.add_argument("--prompt-lookup-tokens", default="10", help="draft lengths for prompt lookup, comma-separated (one method each)")
     p.add_argument("--draft-model", default=None, help="small draft model for transformers' assisted generation (else skipped)")
     p.add_argument("--warmup-tokens", type=int, default=16, help="tokens each method generates once before timing")

@@ -14,23 +14,27 @@ from typing import Sequence
 
 @dataclass(frozen=True)
 class LookupConfig:
-    """Draft `tokens` tokens from the latest match of the last n <= `max_ngram` tokens."""
+    """Draft `tokens` tokens from the latest match of the last n tokens, min_ngram <= n <= max_ngram.
 
-    tokens: int = 3
+    A one-token match is a weak guess that still costs a chain of verified rows; on chat answers
+    two-token matches pay for their rows and one-token matches do not (benchmarks/README.md)."""
+
+    tokens: int = 8
     max_ngram: int = 3
+    min_ngram: int = 2
 
     def __post_init__(self) -> None:
         if self.tokens < 1:
             raise ValueError(f"context lookup needs tokens >= 1, got {self.tokens}")
-        if self.max_ngram < 1:
-            raise ValueError(f"context lookup needs max_ngram >= 1, got {self.max_ngram}")
+        if not 1 <= self.min_ngram <= self.max_ngram:
+            raise ValueError(f"context lookup needs 1 <= min_ngram <= max_ngram, got {self.min_ngram} and {self.max_ngram}")
 
 
 def find_continuation(sequence: Sequence[int], config: LookupConfig) -> list[int]:
     """Up to `config.tokens` tokens that followed the latest earlier occurrence of the sequence's
-    longest matching suffix (n from max_ngram down to 1); [] when nothing matches."""
+    longest matching suffix (n from max_ngram down to min_ngram); [] when nothing matches."""
     total = len(sequence)
-    for n in range(min(config.max_ngram, total - 1), 0, -1):
+    for n in range(min(config.max_ngram, total - 1), config.min_ngram - 1, -1):
         suffix = list(sequence[total - n :])
         last = suffix[-1]
         # Latest occurrence first: recent text is the likeliest to repeat.

@@ -10,6 +10,7 @@ import torch
 
 from .acceptance import TypicalConfig, accept_greedy, accept_typical, sample_typical
 from .context_lookup import LookupConfig, find_continuation
+from .cpu_matmul import MAX_ROWS
 from .device import synchronize
 from .models import MedusaModel, encode_prompt
 from .proposal_vocab import ProposalVocab
@@ -42,7 +43,7 @@ class DecodeConfig:
             "seed": self.seed,
             "lookup_tokens": self.lookup.tokens if self.lookup else 0,
         } | (asdict(self.typical) if self.typical else {}) | (
-            {"lookup_max_ngram": self.lookup.max_ngram} if self.lookup else {}
+            {"lookup_max_ngram": self.lookup.max_ngram, "lookup_min_ngram": self.lookup.min_ngram} if self.lookup else {}
         )
 
 
@@ -83,18 +84,20 @@ def propose(
     return torch.cat(tokens), torch.cat(probs)
 
 
-def heads_logits(medusa: MedusaModel, hidden: torch.Tensor) -> torch.Tensor:
-    """Heads' logits [K, ..., U] over their proposal vocabulary (U = V without one)."""
+def heads_logits(medusa: MedusaModel, hidden: torch.Tensor, num_heads: int | None = None) -> torch.Tensor:
+    """The first `num_heads` (default all) heads' logits [K, ..., U] over their proposal
+    vocabulary (U = V without one)."""
     if medusa.proposal is None:
-        return medusa.heads(hidden, medusa.base.model.get_output_embeddings())
-    return medusa.proposal.logits(medusa.heads.head_states(hidden))
+        return medusa.heads(hidden, medusa.base.model.get_output_embeddings(), num_heads)
+    return medusa.proposal.logits(medusa.heads.head_states(hidden, num_heads))
 
 
-def propose_logits(medusa: MedusaModel, hidden: torch.Tensor, buffers: TreeBuffers) -> torch.Tensor:
-    """Heads' logits [K, U] at a position; skipped for the empty tree (plain greedy decoding)."""
-    if buffers.num_nodes == 1:
+def propose_logits(medusa: MedusaModel, hidden: torch.Tensor, heads_tree: TreeBuffers) -> torch.Tensor:
+    """Logits [D, U] of the heads the tree uses (D = its depth): a shallow tree skips the deep
+    heads' projections, a visible share of a CPU step; none for the empty tree (plain greedy)."""
+    if heads_tree.num_nodes == 1:
         return hidden.new_empty(0, 0)
-    return heads_logits(medusa, hidden)
+    return heads_logits(medusa, hidden, heads_tree.max_depth)
 
 
 def logits_at(node: int, hidden: torch.Tensor, internal_logits: torch.Tensor, buffers: TreeBuffers, lm_head: torch.nn.Module) -> torch.Tensor:
@@ -144,9 +147,10 @@ def trace_nodes(medusa: MedusaModel, node_tokens: torch.Tensor, node_probs: torc
 
 
 def tree_layouts(paths: Sequence[Sequence[int]], lookup: LookupConfig | None, device: torch.device) -> list[TreeBuffers]:
-    """The heads' tree with a lookup chain of every length the lookup can find: [0..tokens]."""
+    """The heads' tree with a lookup chain of every length the lookup can find: [0..tokens].
+    Up to MAX_ROWS nodes, the lm_head runs on all of them: a few rows cost what one does."""
     lengths = range((lookup.tokens if lookup else 0) + 1)
-    return [build_tree_buffers(paths, n).to(device) for n in lengths]
+    return [build_tree_buffers(paths, n, all_logits=len(paths) + 1 + n <= MAX_ROWS).to(device) for n in lengths]
 
 
 def check_prompt_fits(prompt_len: int, context: int, tree_depth: int) -> None:
@@ -199,7 +203,7 @@ def stream_generation(
             buffers = layouts[len(drafted)]
             node_tokens, node_probs = propose(state, buffers, top_k, medusa.proposal, drafted)
             hidden = verify_tree(base.model, cache, node_tokens, buffers, state.prefix_len)  # [N, d]
-            internal_logits = lm_head(hidden[buffers.internal])  # [I, V]: leaves' logits are rarely needed
+            internal_logits = lm_head(hidden[buffers.internal])  # [I, V]: big trees' leaves are rarely needed
             if config.typical is None:
                 accepted = accept_greedy(node_tokens, internal_logits, buffers)
             else:

@@ -71,23 +71,24 @@ class MedusaHeads(nn.Module):
         if self.proj is not None:
             nn.init.normal_(self.proj, std=config.hidden_size**-0.5)
 
-    def head_states(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden [..., d] -> each head's input to the projection [K, ..., d]."""
+    def head_states(self, hidden: torch.Tensor, num_heads: int | None = None) -> torch.Tensor:
+        """hidden [..., d] -> the first `num_heads` (default all) heads' projection inputs [K, ..., d]."""
         outs = []
-        for blocks in self.blocks:
+        for blocks in self.blocks[:num_heads]:
             x = hidden
             for block in blocks:
                 x = block(x)
             outs.append(x)
         return torch.stack(outs)
 
-    def forward(self, hidden: torch.Tensor, lm_head: nn.Module | None = None) -> torch.Tensor:
-        """hidden [..., d] -> logits [K, ..., V]; lm_head is the base model's, for shared heads."""
-        z = self.head_states(hidden)  # [K, ..., d]
+    def forward(self, hidden: torch.Tensor, lm_head: nn.Module | None = None, num_heads: int | None = None) -> torch.Tensor:
+        """hidden [..., d] -> logits [K, ..., V] of the first `num_heads` heads (default all);
+        lm_head is the base model's, for shared heads."""
+        z = self.head_states(hidden, num_heads)  # [K, ..., d]
         if self.proj is None:
             if lm_head is None:
                 raise ValueError("these heads share the base model's lm_head: pass it")
             return lm_head(z)  # one matmul over all heads: [K, ..., V]
         flat = z.reshape(z.shape[0], -1, z.shape[-1])  # [K, N, d]
-        logits = torch.bmm(flat, self.proj.transpose(1, 2))  # [K, N, V]
+        logits = torch.bmm(flat, self.proj[: z.shape[0]].transpose(1, 2))  # [K, N, V]
         return logits.reshape(*z.shape[:-1], -1)

@@ -15,7 +15,8 @@ from .device import resolve_device, resolve_dtype
 from .heads import HeadsConfig, MedusaHeads
 from .heads_io import HeadsLoadError, load_heads, load_proposal_tokens
 from .proposal_vocab import ProposalVocab
-from .trees import Path_, chain_tree, load_tree_file
+from .context_lookup import LookupConfig
+from .trees import Path_, chain_tree, load_tree_file, load_tree_lookup
 
 DEFAULT = "default"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +70,7 @@ class MedusaModel:
     heads_name: str
     default_tree: tuple[Path_, ...]
     proposal: ProposalVocab | None = None  # None: heads propose from the whole vocabulary
+    default_lookup: LookupConfig | None = None  # the context lookup shipped with the default tree
 
     @property
     def num_heads(self) -> int:
@@ -135,10 +137,16 @@ def heads_default_tree(folder: str, num_heads: int) -> tuple[Path_, ...]:
     return load_tree_file(tree_file) if tree_file.is_file() else chain_tree(num_heads)
 
 
+def heads_default_lookup(folder: str) -> LookupConfig | None:
+    """The context lookup the shipped tree.json recommends, if any."""
+    tree_file = Path(folder) / DEFAULT_TREE_FILE
+    return load_tree_lookup(tree_file) if tree_file.is_file() else None
+
+
 def load_medusa(model: str | None = None, heads: str | None = None, device: str = "auto", dtype: str = "auto") -> MedusaModel:
     heads_spec = resolve_heads_spec(heads, model)
     base = load_base_model(model, device, dtype)
-    proposal_tokens = None
+    proposal_tokens, lookup = None, None
     if heads_spec == "random":
         medusa_heads = fresh_heads(base)
         tree = chain_tree(medusa_heads.config.num_heads)
@@ -146,13 +154,14 @@ def load_medusa(model: str | None = None, heads: str | None = None, device: str 
         medusa_heads = load_heads(heads_spec, base.hidden_size, base.vocab_size)
         tree = heads_default_tree(heads_spec, medusa_heads.config.num_heads)
         proposal_tokens = load_proposal_tokens(heads_spec, base.vocab_size)
+        lookup = heads_default_lookup(heads_spec)
     medusa_heads.to(base.device, base.dtype).requires_grad_(False)
     proposal = None
     if proposal_tokens is not None:
         if not medusa_heads.config.shared_lm_head:
             raise HeadsLoadError(f"heads {heads_spec} have their own projections; a proposal vocabulary needs a shared lm_head")
         proposal = ProposalVocab.from_lm_head(proposal_tokens, base.model.get_output_embeddings())
-    return MedusaModel(base, medusa_heads, heads_spec, tree, proposal)
+    return MedusaModel(base, medusa_heads, heads_spec, tree, proposal, lookup)
 
 
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, chat: bool | None = None) -> list[int]:

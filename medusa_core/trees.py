@@ -8,11 +8,13 @@ The root (the base model's own next token) is implicit and is node 0 of the flat
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
+
+from .context_lookup import LookupConfig
 
 TREE_FORMAT = "medusa-tree/1"
 
@@ -116,15 +118,19 @@ def preset_tree(name: str) -> tuple[Path_, ...]:
     )
 
 
-def tree_to_json(paths: Sequence[Sequence[int]], num_heads: int, top_k: int, meta: dict | None = None) -> dict:
+def tree_to_json(
+    paths: Sequence[Sequence[int]], num_heads: int, top_k: int, meta: dict | None = None, lookup: LookupConfig | None = None
+) -> dict:
+    """The tree file's object; `lookup` records a context-lookup chain to verify beside the tree."""
     tree = validate_tree(paths, num_heads, top_k)
+    lookup_key = {"lookup": asdict(lookup)} if lookup else {}
     return {
         "format": TREE_FORMAT,
         "paths": [list(p) for p in tree],
         "num_heads": num_heads,
         "top_k": top_k,
         "meta": dict(meta or {}),
-    }
+    } | lookup_key
 
 
 def tree_from_json(data: object) -> tuple[Path_, ...]:
@@ -138,16 +144,44 @@ def tree_from_json(data: object) -> tuple[Path_, ...]:
     return validate_tree(paths, data.get("num_heads"), data.get("top_k"))
 
 
-def save_tree_file(path: str | Path, paths: Sequence[Sequence[int]], num_heads: int, top_k: int, meta: dict | None = None) -> None:
-    Path(path).write_text(json.dumps(tree_to_json(paths, num_heads, top_k, meta), indent=1))
+def lookup_from_json(data: dict) -> LookupConfig | None:
+    """A tree file's optional "lookup": {"tokens": T, "max_ngram": N, "min_ngram": M}; None when absent."""
+    raw = data.get("lookup")
+    if raw is None:
+        return None
+    allowed = {f.name for f in fields(LookupConfig)}
+    if not isinstance(raw, dict) or "tokens" not in raw or not raw.keys() <= allowed or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in raw.values()
+    ):
+        raise TreeError(f"tree file's lookup {raw!r} is not {{'tokens': int, optionally 'max_ngram', 'min_ngram': int}}")
+    try:
+        return LookupConfig(**raw)
+    except ValueError as err:
+        raise TreeError(f"tree file's lookup {raw!r} is invalid: {err}") from err
+
+
+def save_tree_file(
+    path: str | Path, paths: Sequence[Sequence[int]], num_heads: int, top_k: int, meta: dict | None = None, lookup: LookupConfig | None = None
+) -> None:
+    Path(path).write_text(json.dumps(tree_to_json(paths, num_heads, top_k, meta, lookup), indent=1))
+
+
+def read_tree_json(path: str | Path) -> object:
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise TreeError(f"tree file {path} is not valid JSON: {err}") from err
 
 
 def load_tree_file(path: str | Path) -> tuple[Path_, ...]:
-    try:
-        data = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as err:
-        raise TreeError(f"tree file {path} is not valid JSON: {err}") from err
-    return tree_from_json(data)
+    return tree_from_json(read_tree_json(path))
+
+
+def load_tree_lookup(path: str | Path) -> LookupConfig | None:
+    """The context lookup a tree file recommends (checked like its paths)."""
+    data = read_tree_json(path)
+    tree_from_json(data)
+    return lookup_from_json(data)  # type: ignore[arg-type]
 
 
 def resolve_tree(spec: str) -> tuple[Path_, ...]:
@@ -174,7 +208,7 @@ class TreeBuffers:
     rank: torch.Tensor  # [N] long, rank within that head's top-k, root -1
     ancestor_mask: torch.Tensor  # [N, N] bool, [i, j] = j is i or an ancestor of i
     retrieve: torch.Tensor  # [leaves, max_depth + 1] node ids root->leaf, padded with -1
-    internal: torch.Tensor  # [I] ids of nodes with children (root first): only their logits are needed
+    internal: torch.Tensor  # [I] ids of the nodes whose logits a step computes: those with children (root first), or all
     parent_row: torch.Tensor  # [N] row of each node's parent in `internal` (root: 0, unused)
     internal_row: tuple[int, ...]  # [N] each node's own row in `internal`, -1 for leaves (host-side)
     lookup: int = 0  # the last `lookup` nodes are a context-lookup chain under the root
@@ -205,8 +239,12 @@ class TreeBuffers:
         )
 
 
-def build_tree_buffers(paths: Iterable[Sequence[int]], lookup: int = 0) -> TreeBuffers:
-    """Flat layout of the heads' tree, plus a chain of `lookup` context-lookup nodes under the root."""
+def build_tree_buffers(paths: Iterable[Sequence[int]], lookup: int = 0, all_logits: bool = False) -> TreeBuffers:
+    """Flat layout of the heads' tree, plus a chain of `lookup` context-lookup nodes under the root.
+
+    Acceptance needs the logits of the nodes with children, and the next root those of the last
+    accepted node; `all_logits` computes every node's at once (worth it where a few rows cost
+    what one does, so an accepted leaf needs no second pass)."""
     if lookup < 0:
         raise TreeError(f"a lookup chain needs length >= 0, got {lookup}")
     tree = validate_tree(paths)
@@ -223,7 +261,7 @@ def build_tree_buffers(paths: Iterable[Sequence[int]], lookup: int = 0) -> TreeB
             mask[i, j] = True
             j = parent[j]
     has_child = set(parent[1:])
-    internal = sorted(has_child | {0})
+    internal = list(range(n)) if all_logits else sorted(has_child | {0})
     row_of = {node: row for row, node in enumerate(internal)}
     leaves = [i for i in range(n) if i not in has_child]
     width = max(depth) + 1

@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 import optuna
 from tqdm import tqdm
 
+from medusa_core.context_lookup import LookupConfig
 from medusa_core.trees import TreeError, resolve_tree, save_tree_file
 
 from .accuracy import REFERENCE_PREFIX, REFERENCE_TABLES, AccuracyError, AccuracyTable, resolve_accuracy, with_geometric_tail
@@ -30,9 +31,13 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _write_tree(path: str, tree: Sequence[tuple[int, ...]], fmt: str, table: AccuracyTable, meta: dict[str, Any]) -> None:
+def _write_tree(
+    path: str, tree: Sequence[tuple[int, ...]], fmt: str, table: AccuracyTable, meta: dict[str, Any], lookup: LookupConfig | None = None
+) -> None:
     if fmt == "json":
-        save_tree_file(path, tree, table.num_heads, table.top_k, meta)
+        save_tree_file(path, tree, table.num_heads, table.top_k, meta, lookup)
+    elif lookup is not None:
+        raise SearchError(f"only the json format records a context lookup, not {fmt!r}")
     else:
         Path(path).write_text(export_tree(tree, fmt, table.num_heads) + "\n")
 
@@ -53,8 +58,16 @@ def _profile_for(args: argparse.Namespace) -> LatencyProfile | None:
     return load_latency_profile(args.profile) if args.profile else None
 
 
+def recorded_lookup(tokens: int, ngram: Sequence[int]) -> LookupConfig | None:
+    try:
+        return LookupConfig(tokens, max_ngram=ngram[1], min_ngram=ngram[0]) if tokens else None
+    except ValueError as err:
+        raise SearchError(f"--lookup-tokens/--lookup-ngram: {err}") from err
+
+
 def cmd_search(args: argparse.Namespace) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    lookup = recorded_lookup(args.lookup_tokens, args.lookup_ngram)
     table = resolve_accuracy(args.accuracy)
     config = SearchConfig(
         budget=args.budget,
@@ -101,7 +114,7 @@ def cmd_search(args: argparse.Namespace) -> None:
             "study": result.study.study_name,
             "created": _now(),
         }
-        _write_tree(args.out, best.tree, args.format, table, meta)
+        _write_tree(args.out, best.tree, args.format, table, meta, lookup)
         print(f"wrote {args.out} ({args.format})")
 
 
@@ -211,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--cold", action="store_true", help="enqueue nothing: Optuna alone")
     search.add_argument("--seed", type=int, default=0)
     search.add_argument("--no-progress", action="store_true")
+    search.add_argument("--lookup-tokens", type=int, default=0,
+                        help="record a context-lookup chain of N tokens in the tree file, to verify beside the tree "
+                        "(not searched: measure it with `python -m medusa_core bench`)")
+    search.add_argument("--lookup-ngram", type=int, nargs=2, default=(2, 3), metavar=("MIN", "MAX"),
+                        help="shortest and longest n-gram the recorded lookup matches")
     add_output_options(search)
     search.set_defaults(run=cmd_search)
 

@@ -240,3 +240,20 @@ def test_vllm_constraint_gives_a_tree_vllm_can_take(client):
     assert export_note == ""
     tree = import_tree(Path(value(json_file)).read_text(), "json")
     assert import_tree(Path(value(vllm)).read_text(), "vllm") == tree
+
+
+def test_context_lookup_choice_is_lossless_and_drawn_in_red(server, client):
+    url, store = server
+    prompt = "Repeat this sentence twice: the red fox jumps over the lazy dog."
+    outputs = run(client, prompt, tree_choice="chain-0", lookup="6", max_new_tokens=24)
+    record = record_of(outputs)
+    assert record["tokens"] == plain_tokens(store, prompt, 24)
+    assert record["settings"]["lookup_tokens"] == 6
+    sources = [[n["source"] for n in s["nodes"]] for s in record["steps"]]
+    assert all(s[0] == "root" and set(s[1:]) <= {"lookup"} and len(s) <= 7 for s in sources)
+    assert any(len(s) > 1 for s in sources), "no step found anything to copy in a prompt made of repeated words"
+    last_plot = plot_traces(outputs[1])
+    assert ("context lookup" in [t.get("name") for t in last_plot]) == (len(sources[-1]) > 1)
+    assert "+ 6 lookup" in outputs[4]
+    off = record_of(run(client, prompt, tree_choice="chain-0", lookup="0"))
+    assert off["settings"]["lookup_tokens"] == 0 and all(len(s["nodes"]) == 1 for s in off["steps"])

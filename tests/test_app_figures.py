@@ -124,3 +124,22 @@ def test_every_optimizer_export_format_has_a_button():
 @pytest.mark.parametrize("fmt", ["json", "medusa", "trtllm", "vllm"])
 def test_uploaded_tree_format_is_recognised(fmt):
     assert tree_format(export_tree(preset_tree("full-2x2"), fmt, 4, 10)) == fmt
+
+
+def test_lookup_nodes_are_their_own_red_group():
+    paths = [(0,), (1,)]
+    buffers = build_tree_buffers(paths, lookup=2)
+    sources = ["root", "heads", "heads", "lookup", "lookup"]
+    nodes = [
+        Node(100 + i, f"t{i}", int(d), int(r), 0.5, int(p), src)
+        for i, (d, r, p, src) in enumerate(zip(buffers.depth.tolist(), buffers.rank.tolist(), buffers.parent.tolist(), sources))
+    ]
+    view = figures.step_tree_view(nodes, [0, 3, 4])
+    assert view.lookup == frozenset({3, 4})
+    assert "copied from the context" in view.hovers[3] and "rank" not in view.hovers[3]
+    fig = figures.tree_figure(view)
+    groups = {t.name: t for t in fig.data if t.mode == "markers+text"}
+    assert set(groups) == {"root (base model)", "head 1", "context lookup"}
+    assert groups["context lookup"].marker.color == figures.LOOKUP_COLOUR
+    assert list(groups["context lookup"].text) == ["t3", "t4"]
+    assert len(groups["head 1"].x) == 2

@@ -1,5 +1,6 @@
 """The speed benchmark: runs on tiny models, reports every field, never asserts timings."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -15,12 +16,15 @@ from medusa_core.bench import (
     default_methods,
     first_mismatch,
     histogram,
+    max_tree_depth,
     parse_tree_option,
     quantile,
+    repo_relative,
     run_benchmark,
 )
 from medusa_core.bench_methods import HF_ASSISTED, HF_GREEDY, MEDUSA, Method
 from medusa_core.bench_report import markdown_table
+from medusa_core.context_lookup import LookupConfig
 from medusa_core.trees import TreeError, full_tree, save_tree_file
 from tiny_models import ReferenceHeads, greedy_reference, medusa_of, random_heads, tiny_base
 
@@ -180,3 +184,27 @@ def test_cli_bench_on_the_default_model(tmp_path):
         if not m["skipped"]:
             assert len(m["runs"]) == 2 and m["tokens_per_second_median"] > 0
     assert md.read_text() in proc.stdout and "| medusa-two | 2 |" in md.read_text()
+
+
+def test_context_lookup_methods_run_beside_the_heads_alone(tiny, tmp_path):
+    medusa = dataclasses.replace(tiny, default_lookup=LookupConfig(3))
+    save_tree_file(tmp_path / "big.json", [[0], [1]], 4, 2, lookup=LookupConfig(5, 2))
+    trees = [parse_tree_option(f"big={tmp_path / 'big.json'}")]
+    assert trees[0][2] == LookupConfig(5, 2)
+    methods = default_methods(medusa, trees, prompt_lookup_tokens=(3,))
+    ours = [m for m in methods if m.kind == MEDUSA]
+    assert [m.name for m in ours] == [
+        "ours-greedy", "ours-lookup-3", "medusa-chain-4", "medusa-default+lookup-3", "medusa-big+lookup-5"
+    ]
+    assert max_tree_depth(ours) == 5
+    res = run_benchmark(medusa, PROMPTS, [methods[0], *ours], CONFIG)
+    big = res.method("medusa-big+lookup-5")
+    assert (big.tree_nodes, big.lookup_tokens, big.identical_fraction) == (7, 5, 1.0)
+    assert res.method("ours-lookup-3").identical_fraction == 1.0
+    assert "| medusa-big+lookup-5 | 2+5 |" in markdown_table(res.to_json())
+
+
+def test_heads_inside_the_repository_are_recorded_by_relative_path(tmp_path):
+    assert repo_relative(str(ROOT / "heads" / "smollm2-135m-instruct")) == "heads/smollm2-135m-instruct"
+    assert repo_relative("random") == "random" and repo_relative("org/medusa-heads") == "org/medusa-heads"
+    assert repo_relative(str(tmp_path)) == str(tmp_path)

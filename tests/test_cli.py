@@ -29,12 +29,14 @@ def test_generate_prints_text_and_speed():
 def test_generate_json_and_prompts_file(tmp_path):
     prompts = tmp_path / "p.txt"
     prompts.write_text("What is 2+2?\n\nSay hello.\n")
-    out = cli("generate", "--prompts", str(prompts), "--max-new-tokens", "8", "--tree", "chain-2")
+    out = cli("generate", "--prompts", str(prompts), "--max-new-tokens", "8", "--tree", "chain-2", "--lookup-tokens", "4")
     assert out.returncode == 0, out.stderr
     records = [json.loads(line) for line in out.stdout.splitlines()]
     assert [r["prompt"] for r in records] == ["What is 2+2?", "Say hello."]
     for r in records:
         assert r["format"] == "medusa-generation/1"
+        assert (r["settings"]["lookup_tokens"], r["settings"]["lookup_min_ngram"]) == (4, 2)
+        assert all(len(s["nodes"]) <= 3 + 4 for s in r["steps"])
         assert 1 <= len(r["tokens"]) <= 8
         assert r["tree"] == [[0], [0, 0]]
         assert r["prompt_tokens"][:1] != []  # chat template applied: starts with <|im_start|>
@@ -48,6 +50,8 @@ def test_generate_json_and_prompts_file(tmp_path):
         (["--tree", "nonsense"], "unknown tree preset"),
         (["--max-new-tokens", "0"], "max_new_tokens"),
         (["--heads", "/nonexistent/heads"], "does not exist"),
+        (["--lookup-tokens", "-1"], "tokens >= 1"),
+        (["--lookup-tokens", "4", "--lookup-ngram", "3", "2"], "min_ngram <= max_ngram"),
     ],
 )
 def test_generate_bad_input(args, message):

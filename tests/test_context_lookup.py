@@ -17,26 +17,36 @@ def test_latest_longest_match_wins():
     assert find_continuation(seq, LookupConfig(tokens=3, max_ngram=2)) == [7, 8, 5]
     # With n=3 the suffix [5, 2, 3] never occurred before: falls back to n=2.
     assert find_continuation(seq, LookupConfig(tokens=3, max_ngram=3)) == [7, 8, 5]
-    assert find_continuation(seq, LookupConfig(tokens=1, max_ngram=1)) == [7]
-    assert find_continuation([4, 5, 6], LookupConfig()) == []
-    assert find_continuation([4], LookupConfig()) == []
+    assert find_continuation(seq, LookupConfig(tokens=1, max_ngram=1, min_ngram=1)) == [7]
+    assert find_continuation([4, 5, 6], LookupConfig(min_ngram=1)) == []
+    assert find_continuation([4], LookupConfig(min_ngram=1)) == []
     # A match near the end yields fewer tokens than asked.
-    assert find_continuation([6, 1, 6], LookupConfig(tokens=5, max_ngram=1)) == [1, 6]
+    assert find_continuation([6, 1, 6], LookupConfig(tokens=5, max_ngram=1, min_ngram=1)) == [1, 6]
+    # Only one-token matches: nothing at the default min_ngram of 2.
+    assert find_continuation([6, 1, 6], LookupConfig(tokens=5)) == []
 
 
-@pytest.mark.parametrize("kwargs", [{"tokens": 0}, {"max_ngram": 0}])
-def test_bad_lookup_config(kwargs):
-    with pytest.raises(ValueError, match=">= 1"):
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"tokens": 0}, "tokens >= 1"), ({"min_ngram": 0}, "1 <= min_ngram"), ({"max_ngram": 2, "min_ngram": 3}, "<= max_ngram")],
+)
+def test_bad_lookup_config(kwargs, message):
+    with pytest.raises(ValueError, match=message):
         LookupConfig(**kwargs)
 
 
 @settings(max_examples=200, deadline=None)
-@given(seq=st.lists(st.integers(0, 4), min_size=1, max_size=40), tokens=st.integers(1, 6), max_ngram=st.integers(1, 4))
-def test_continuation_follows_the_latest_occurrence_of_the_longest_suffix(seq, tokens, max_ngram):
-    got = find_continuation(seq, LookupConfig(tokens, max_ngram))
+@given(
+    seq=st.lists(st.integers(0, 4), min_size=1, max_size=40),
+    tokens=st.integers(1, 6),
+    ngrams=st.tuples(st.integers(1, 4), st.integers(1, 4)).map(sorted),
+)
+def test_continuation_follows_the_latest_occurrence_of_the_longest_suffix(seq, tokens, ngrams):
+    min_ngram, max_ngram = ngrams
+    got = find_continuation(seq, LookupConfig(tokens, max_ngram, min_ngram))
     matches = [
         (n, start)
-        for n in range(1, min(max_ngram, len(seq) - 1) + 1)
+        for n in range(min_ngram, min(max_ngram, len(seq) - 1) + 1)
         for start in range(len(seq) - n)
         if seq[start : start + n] == seq[len(seq) - n :]
     ]
@@ -69,7 +79,7 @@ def test_lookup_chain_hangs_under_the_root(tree, lookup):
 def test_heads_plus_lookup_equal_greedy(arch, tree, prompt, seed, tokens, max_ngram):
     base = BASES[arch]
     medusa = medusa_of(base, random_heads(4, seed))
-    config = DecodeConfig(max_new_tokens=24, lookup=LookupConfig(tokens, max_ngram))
+    config = DecodeConfig(max_new_tokens=24, lookup=LookupConfig(tokens, max_ngram, min_ngram=1))
     record = generate(medusa, "", tree, config, prompt_ids=prompt)
     assert record.tokens == greedy_reference(base, prompt, 24)
 
@@ -93,7 +103,7 @@ def test_wrong_heads_with_lookup_accept_exactly_the_copied_prefix(arch):
     prompt, n = [3, 1, 4, 1, 5, 9, 2, 6], 60
     reference = greedy_reference(base, prompt, n)
     medusa = medusa_of(base, ReferenceHeads(base, prompt, reference, 4, right=False))
-    config = LookupConfig(tokens=4, max_ngram=2)
+    config = LookupConfig(tokens=4, max_ngram=2, min_ngram=1)
     record = generate(medusa, "", chain_tree(4), DecodeConfig(max_new_tokens=n, lookup=config), prompt_ids=prompt)
     assert record.tokens == reference
     assert [len(s.emitted) for s in record.steps] == expected_lookup_steps(prompt, reference, config)

@@ -6,20 +6,21 @@ import pytest
 import torch
 from torch import nn
 
-from medusa_core.cpu_matmul import MAX_ROWS, FewRowsLinear, use_few_rows_linears
+from medusa_core.cpu_matmul import MAX_ROWS, WIDE_MAX_ROWS, FewRowsLinear, use_few_rows_linears
 
 
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, 7, 16, MAX_ROWS, MAX_ROWS + 1, 100])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 7, 16, MAX_ROWS, MAX_ROWS + 1, WIDE_MAX_ROWS + 1, 100])
 @pytest.mark.parametrize("bias", [True, False])
-def test_few_rows_linear_equals_linear(rows, bias):
+@pytest.mark.parametrize("outputs, max_rows", [(40, MAX_ROWS), (400, WIDE_MAX_ROWS)], ids=["block", "vocab"])
+def test_few_rows_linear_equals_linear(rows, bias, outputs, max_rows):
     torch.manual_seed(rows)
-    plain = nn.Linear(24, 40, bias=bias)
+    plain = nn.Linear(24, outputs, bias=bias)
     fast = use_few_rows_linears(copy.deepcopy(plain))
-    assert type(fast) is FewRowsLinear
+    assert type(fast) is FewRowsLinear and fast.max_rows == max_rows
     for shape in [(rows, 24), (1, rows, 24)]:
         x = torch.randn(shape)
         out = fast(x)
-        assert out.shape == shape[:-1] + (40,)
+        assert out.shape == shape[:-1] + (outputs,)
         assert out.is_contiguous()
         torch.testing.assert_close(out, plain(x), rtol=1e-5, atol=1e-5)
 

@@ -31,6 +31,17 @@ def test_batched_projection_equals_per_head_projection():
 
 
 @pytest.mark.parametrize("shared", [True, False])
+def test_the_first_heads_alone_equal_their_share_of_all_heads(shared):
+    heads = random_heads(4, seed=2, shared=shared)
+    lm_head = nn.Linear(HIDDEN, VOCAB, bias=False)
+    x = torch.randn(3, HIDDEN)
+    full = heads(x, lm_head)  # [4, 3, V]
+    for k in (1, 2, 4):
+        assert torch.allclose(heads(x, lm_head, num_heads=k), full[:k], atol=1e-6)
+        assert torch.allclose(heads.head_states(x, k), heads.head_states(x)[:k])
+
+
+@pytest.mark.parametrize("shared", [True, False])
 def test_save_load_round_trip(tmp_path, shared):
     heads = random_heads(2, seed=3, shared=shared)
     save_heads(heads, tmp_path / "h")

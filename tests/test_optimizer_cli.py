@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from medusa_core.trees import load_tree_file, save_tree_file
+from medusa_core.context_lookup import LookupConfig
+from medusa_core.trees import load_tree_file, load_tree_lookup, save_tree_file
 from optimizer import LatencyProfile, accuracy_from_ranks, load_latency_profile, save_accuracy_table, save_latency_profile
 from optimizer.__main__ import main
 
@@ -37,7 +38,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     (work / "fakeforward.py").write_text(FAKE_FACTORY)
     commands = {
         "search": ["search", "--accuracy", "reference:vicuna-7b", "--budget", "16", "--trials", "12",
-                   "--engine", "trtllm", "--storage", f"sqlite:///{work / 'studies.db'}", "--out", "best.json"],
+                   "--engine", "trtllm", "--storage", f"sqlite:///{work / 'studies.db'}", "--out", "best.json",
+                   "--lookup-tokens", "5", "--lookup-ngram", "1", "2"],
         "exact": ["exact", "--accuracy", "acc.json", "--budget", "20", "--objective", "speed", "--profile", "p.json",
                   "--curve", "--out", "exact.txt", "--format", "medusa"],
         "compare": ["compare"],
@@ -70,6 +72,7 @@ def test_search_command_writes_a_tree_with_its_objective(runs: dict) -> None:
     assert meta["objective_value"] == pytest.approx(meta["expected_length"])
     assert meta["objective_value"] == pytest.approx(meta["exact_optimum_value"])  # warm start: enqueued
     assert len(load_tree_file(runs["work"] / "best.json")) == 16
+    assert load_tree_lookup(runs["work"] / "best.json") == LookupConfig(5, max_ngram=2, min_ngram=1)
     assert (runs["work"] / "studies.db").exists()
 
 
@@ -114,3 +117,8 @@ def test_user_errors_exit_2_with_a_message(tmp_path: Path, capsys: pytest.Captur
     assert "vLLM needs" in capsys.readouterr().err
     assert main(["search", "--accuracy", "reference:vicuna-7b", "--engine", "trtllm", "--budget", "64"]) == 2
     assert "max_draft_len = 63" in capsys.readouterr().err
+    assert main(["search", "--accuracy", "reference:vicuna-7b", "--lookup-tokens", "4", "--lookup-ngram", "3", "1"]) == 2
+    assert "min_ngram <= max_ngram" in capsys.readouterr().err
+    assert main(["search", "--accuracy", "reference:vicuna-7b", "--lookup-tokens", "4", "--format", "vllm", "--budget", "4",
+                 "--trials", "2", "--storage", f"sqlite:///{tmp_path / 's.db'}", "--out", str(tmp_path / "t.txt")]) == 2
+    assert "only the json format records a context lookup" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from medusa_core.context_lookup import LookupConfig
 from medusa_core.trees import (
     MC_SIM_7B_63,
     TreeError,
@@ -14,6 +15,7 @@ from medusa_core.trees import (
     chain_tree,
     full_tree,
     load_tree_file,
+    load_tree_lookup,
     preset_tree,
     resolve_tree,
     save_tree_file,
@@ -110,3 +112,27 @@ def test_bad_tree_files(tmp_path):
     with pytest.raises(TreeError, match="no parent"):
         tree_from_json({"format": "medusa-tree/1", "paths": [[1, 1]], "num_heads": 4, "top_k": 10})
     assert resolve_tree("[[0], [0, 0]]") == ((0,), (0, 0))
+
+
+def test_tree_file_records_a_context_lookup(tmp_path):
+    save_tree_file(tmp_path / "t.json", [[0], [0, 0]], 4, 1, lookup=LookupConfig(6, 2))
+    assert load_tree_file(tmp_path / "t.json") == ((0,), (0, 0))
+    assert load_tree_lookup(tmp_path / "t.json") == LookupConfig(6, 2)
+    save_tree_file(tmp_path / "plain.json", [[0]], 4, 1)
+    assert load_tree_lookup(tmp_path / "plain.json") is None
+    assert "lookup" not in json.loads((tmp_path / "plain.json").read_text())
+    for bad in ({"tokens": 0}, {"tokens": "6"}, [6], {"max_ngram": 2}, {"tokens": 6, "min_ngram": 4}, {"tokens": 6, "extra": 1}):
+        data = json.loads((tmp_path / "t.json").read_text()) | {"lookup": bad}
+        (tmp_path / "bad.json").write_text(json.dumps(data))
+        with pytest.raises(TreeError, match="lookup"):
+            load_tree_lookup(tmp_path / "bad.json")
+
+
+@settings(max_examples=30, deadline=None)
+@given(tree=trees(num_heads=4, top_k=5, max_nodes=12), lookup=st.integers(0, 4))
+def test_all_logits_layout_computes_every_node(tree, lookup):
+    some, every = build_tree_buffers(tree, lookup), build_tree_buffers(tree, lookup, all_logits=True)
+    n = every.num_nodes
+    assert every.internal.tolist() == list(range(n)) and every.internal_row == tuple(range(n))
+    assert every.parent_row.tolist() == [0] + every.parent[1:].tolist()
+    assert set(some.internal.tolist()) <= set(range(n)) and some.parent.tolist() == every.parent.tolist()

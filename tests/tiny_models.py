@@ -97,13 +97,13 @@ class ReferenceHeads(nn.Module):
         self.future = [tokens[t + 2 : t + 2 + num_heads] for t in range(len(tokens))]
         self.right = right
 
-    def forward(self, hidden: torch.Tensor, lm_head=None) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, lm_head=None, num_heads: int | None = None) -> torch.Tensor:
         flat = hidden.reshape(-1, hidden.shape[-1])
         nearest = torch.cdist(flat, self.keys).argmin(dim=1)  # [N]
-        k = self.config.num_heads
+        k = num_heads or self.config.num_heads
         logits = torch.zeros(k, flat.shape[0], VOCAB)
         for n, t in enumerate(nearest.tolist()):
-            for h, tok in enumerate(self.future[t]):
+            for h, tok in enumerate(self.future[t][:k]):
                 logits[h, n, tok] = 1.0 if self.right else -1.0
         return logits.reshape(k, *hidden.shape[:-1], VOCAB)
 

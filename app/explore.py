@@ -19,6 +19,7 @@ from medusa_core import (
     TypicalConfig,
     build_tree_buffers,
     generate,
+    lookup_or_none,
     preset_tree,
     stream_generation,
     validate_tree,
@@ -102,7 +103,7 @@ def choose_lookup(choice: str | None, default: LookupConfig | None) -> LookupCon
         return default
     if choice not in {value for _, value in LOOKUP_CHOICES}:
         raise InputError(f"unknown context lookup {choice!r}; one of {[v for _, v in LOOKUP_CHOICES]}")
-    return LookupConfig(int(choice)) if int(choice) else None
+    return lookup_or_none(int(choice))
 
 
 def decode_config(

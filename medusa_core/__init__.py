@@ -10,6 +10,7 @@ _EXPORTS = {
     "TypicalConfig": "acceptance",
     "LookupConfig": "context_lookup",
     "find_continuation": "context_lookup",
+    "lookup_or_none": "context_lookup",
     "DecodeConfig": "decoding",
     "PromptTooLongError": "decoding",
     "generate": "decoding",

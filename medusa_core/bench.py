@@ -28,7 +28,7 @@ from . import default_model
 from .bench_methods import HF_ASSISTED, HF_GREEDY, HF_PROMPT_LOOKUP, MEDUSA, Method, Run, Runner, make_runner
 from .context_lookup import LookupConfig
 from .models import REPO_ROOT, BaseModel, MedusaModel, encode_prompt
-from .trees import Path_, chain_tree, load_tree_lookup, resolve_tree, tree_depth, validate_tree
+from .trees import Path_, chain_tree, load_tree_with_lookup, resolve_tree, tree_depth, validate_tree
 
 BENCH_FORMAT = "medusa-bench/1"
 BASELINE = HF_GREEDY
@@ -60,9 +60,9 @@ def parse_tree_option(spec: str) -> tuple[str, tuple[Path_, ...], LookupConfig |
     lookup a tree file recommends)."""
     name, sep, rest = spec.partition("=")
     if sep and _NAME.match(name) and not Path(spec).is_file():
-        return name, resolve_tree(rest), load_tree_lookup(rest) if Path(rest).is_file() else None
+        return name, *(load_tree_with_lookup(rest) if Path(rest).is_file() else (resolve_tree(rest), None))
     if Path(spec).is_file():
-        return Path(spec).stem, resolve_tree(spec), load_tree_lookup(spec)
+        return Path(spec).stem, *load_tree_with_lookup(spec)
     return (spec if _NAME.match(spec) else "custom"), resolve_tree(spec), None
 
 

@@ -10,7 +10,7 @@ from typing import Callable
 from tqdm import tqdm
 
 from .acceptance import TypicalConfig
-from .context_lookup import LookupConfig
+from .context_lookup import LookupConfig, lookup_or_none
 from .decoding import DecodeConfig, generate
 from .device import DEVICE_CHOICES, DTYPE_CHOICES
 from .distill_data import read_prompt_file
@@ -46,7 +46,7 @@ def lookup_config(tokens: int | None, ngram: tuple[int, int], default: LookupCon
     """--lookup-tokens: None keeps the heads' recommendation, 0 turns the lookup off."""
     if tokens is None:
         return default
-    return LookupConfig(tokens, max_ngram=ngram[1], min_ngram=ngram[0]) if tokens else None
+    return lookup_or_none(tokens, *ngram)
 
 
 def decode_config(args: argparse.Namespace, default_lookup: LookupConfig | None, trace_text: bool = True) -> DecodeConfig:

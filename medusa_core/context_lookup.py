@@ -30,6 +30,11 @@ class LookupConfig:
             raise ValueError(f"context lookup needs 1 <= min_ngram <= max_ngram, got {self.min_ngram} and {self.max_ngram}")
 
 
+def lookup_or_none(tokens: int, min_ngram: int = LookupConfig.min_ngram, max_ngram: int = LookupConfig.max_ngram) -> LookupConfig | None:
+    """A lookup drafting `tokens` tokens; None (no lookup) for 0."""
+    return LookupConfig(tokens, max_ngram, min_ngram) if tokens else None
+
+
 def find_continuation(sequence: Sequence[int], config: LookupConfig) -> list[int]:
     """Up to `config.tokens` tokens that followed the latest earlier occurrence of the sequence's
     longest matching suffix (n from max_ngram down to min_ngram); [] when nothing matches."""

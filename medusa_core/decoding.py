@@ -146,11 +146,16 @@ def trace_nodes(medusa: MedusaModel, node_tokens: torch.Tensor, node_probs: torc
     ]
 
 
+def step_buffers(paths: Sequence[Sequence[int]], lookup: int = 0) -> TreeBuffers:
+    """A step's layout of the heads' tree and a lookup chain. Up to MAX_ROWS nodes the lm_head
+    runs on all of them: a few rows cost what one does."""
+    return build_tree_buffers(paths, lookup, all_logits=len(paths) + 1 + lookup <= MAX_ROWS)
+
+
 def tree_layouts(paths: Sequence[Sequence[int]], lookup: LookupConfig | None, device: torch.device) -> list[TreeBuffers]:
-    """The heads' tree with a lookup chain of every length the lookup can find: [0..tokens].
-    Up to MAX_ROWS nodes, the lm_head runs on all of them: a few rows cost what one does."""
+    """The heads' tree with a lookup chain of every length the lookup can find: [0..tokens]."""
     lengths = range((lookup.tokens if lookup else 0) + 1)
-    return [build_tree_buffers(paths, n, all_logits=len(paths) + 1 + n <= MAX_ROWS).to(device) for n in lengths]
+    return [step_buffers(paths, n).to(device) for n in lengths]
 
 
 def check_prompt_fits(prompt_len: int, context: int, tree_depth: int) -> None:

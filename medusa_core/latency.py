@@ -6,12 +6,11 @@ from typing import Callable
 
 import torch
 
-from .cpu_matmul import MAX_ROWS
-from .decoding import head_topk, heads_logits
+from .decoding import head_topk, heads_logits, step_buffers
 from .device import synchronize
 from .models import BaseModel, MedusaModel, heads_spec_if_any, load_base_model, load_medusa
 from .tree_attention import prefill, verify_tree
-from .trees import build_tree_buffers, full_tree
+from .trees import full_tree
 
 PROPOSAL_TOP_K = 10  # the widest top-k the shipped trees use
 
@@ -41,7 +40,7 @@ def tree_forward_fn(model: BaseModel | MedusaModel, prefix_len: int = 200, seed:
 
     def forward(n_tokens: int) -> None:
         if n_tokens not in buffers_by_size:
-            buffers_by_size[n_tokens] = build_tree_buffers(tree_of_size(n_tokens), all_logits=n_tokens <= MAX_ROWS).to(base.device)
+            buffers_by_size[n_tokens] = step_buffers(tree_of_size(n_tokens)).to(base.device)
         buffers = buffers_by_size[n_tokens]
         tokens = torch.randint(0, vocab, (n_tokens,), generator=gen).to(base.device)
         with torch.inference_mode():

@@ -16,7 +16,7 @@ from .heads import HeadsConfig, MedusaHeads
 from .heads_io import HeadsLoadError, load_heads, load_proposal_tokens
 from .proposal_vocab import ProposalVocab
 from .context_lookup import LookupConfig
-from .trees import Path_, chain_tree, load_tree_file, load_tree_lookup
+from .trees import Path_, chain_tree, load_tree_with_lookup
 
 DEFAULT = "default"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -131,16 +131,11 @@ def resolve_heads_spec(spec: str | None, model_spec: str | None) -> str:
     return found
 
 
-def heads_default_tree(folder: str, num_heads: int) -> tuple[Path_, ...]:
-    """The tree shipped beside the heads (tree.json), else a chain over all heads."""
+def heads_default_tree(folder: str, num_heads: int) -> tuple[tuple[Path_, ...], LookupConfig | None]:
+    """The tree shipped beside the heads (tree.json) and the context lookup it recommends, else a
+    chain over all heads and no lookup."""
     tree_file = Path(folder) / DEFAULT_TREE_FILE
-    return load_tree_file(tree_file) if tree_file.is_file() else chain_tree(num_heads)
-
-
-def heads_default_lookup(folder: str) -> LookupConfig | None:
-    """The context lookup the shipped tree.json recommends, if any."""
-    tree_file = Path(folder) / DEFAULT_TREE_FILE
-    return load_tree_lookup(tree_file) if tree_file.is_file() else None
+    return load_tree_with_lookup(tree_file) if tree_file.is_file() else (chain_tree(num_heads), None)
 
 
 def load_medusa(model: str | None = None, heads: str | None = None, device: str = "auto", dtype: str = "auto") -> MedusaModel:
@@ -152,9 +147,8 @@ def load_medusa(model: str | None = None, heads: str | None = None, device: str 
         tree = chain_tree(medusa_heads.config.num_heads)
     else:
         medusa_heads = load_heads(heads_spec, base.hidden_size, base.vocab_size)
-        tree = heads_default_tree(heads_spec, medusa_heads.config.num_heads)
+        tree, lookup = heads_default_tree(heads_spec, medusa_heads.config.num_heads)
         proposal_tokens = load_proposal_tokens(heads_spec, base.vocab_size)
-        lookup = heads_default_lookup(heads_spec)
     medusa_heads.to(base.device, base.dtype).requires_grad_(False)
     proposal = None
     if proposal_tokens is not None:

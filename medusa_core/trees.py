@@ -166,22 +166,17 @@ def save_tree_file(
     Path(path).write_text(json.dumps(tree_to_json(paths, num_heads, top_k, meta, lookup), indent=1))
 
 
-def read_tree_json(path: str | Path) -> object:
+def load_tree_with_lookup(path: str | Path) -> tuple[tuple[Path_, ...], LookupConfig | None]:
+    """A tree file's paths and the context lookup it recommends (None when it has none)."""
     try:
-        return json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text())
     except json.JSONDecodeError as err:
         raise TreeError(f"tree file {path} is not valid JSON: {err}") from err
+    return tree_from_json(data), lookup_from_json(data)
 
 
 def load_tree_file(path: str | Path) -> tuple[Path_, ...]:
-    return tree_from_json(read_tree_json(path))
-
-
-def load_tree_lookup(path: str | Path) -> LookupConfig | None:
-    """The context lookup a tree file recommends (checked like its paths)."""
-    data = read_tree_json(path)
-    tree_from_json(data)
-    return lookup_from_json(data)  # type: ignore[arg-type]
+    return load_tree_with_lookup(path)[0]
 
 
 def resolve_tree(spec: str) -> tuple[Path_, ...]:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 import optuna
 from tqdm import tqdm
 
-from medusa_core.context_lookup import LookupConfig
+from medusa_core.context_lookup import LookupConfig, lookup_or_none
 from medusa_core.trees import TreeError, resolve_tree, save_tree_file
 
 from .accuracy import REFERENCE_PREFIX, REFERENCE_TABLES, AccuracyError, AccuracyTable, resolve_accuracy, with_geometric_tail
@@ -60,7 +60,7 @@ def _profile_for(args: argparse.Namespace) -> LatencyProfile | None:
 
 def recorded_lookup(tokens: int, ngram: Sequence[int]) -> LookupConfig | None:
     try:
-        return LookupConfig(tokens, max_ngram=ngram[1], min_ngram=ngram[0]) if tokens else None
+        return lookup_or_none(tokens, *ngram)
     except ValueError as err:
         raise SearchError(f"--lookup-tokens/--lookup-ngram: {err}") from err
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from medusa_core.context_lookup import LookupConfig
-from medusa_core.trees import load_tree_file, load_tree_lookup, save_tree_file
+from medusa_core.trees import load_tree_file, load_tree_with_lookup, save_tree_file
 from optimizer import LatencyProfile, accuracy_from_ranks, load_latency_profile, save_accuracy_table, save_latency_profile
 from optimizer.__main__ import main
 
@@ -72,7 +72,7 @@ def test_search_command_writes_a_tree_with_its_objective(runs: dict) -> None:
     assert meta["objective_value"] == pytest.approx(meta["expected_length"])
     assert meta["objective_value"] == pytest.approx(meta["exact_optimum_value"])  # warm start: enqueued
     assert len(load_tree_file(runs["work"] / "best.json")) == 16
-    assert load_tree_lookup(runs["work"] / "best.json") == LookupConfig(5, max_ngram=2, min_ngram=1)
+    assert load_tree_with_lookup(runs["work"] / "best.json")[1] == LookupConfig(5, max_ngram=2, min_ngram=1)
     assert (runs["work"] / "studies.db").exists()
 
 

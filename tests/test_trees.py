@@ -15,7 +15,7 @@ from medusa_core.trees import (
     chain_tree,
     full_tree,
     load_tree_file,
-    load_tree_lookup,
+    load_tree_with_lookup,
     preset_tree,
     resolve_tree,
     save_tree_file,
@@ -117,15 +117,15 @@ def test_bad_tree_files(tmp_path):
 def test_tree_file_records_a_context_lookup(tmp_path):
     save_tree_file(tmp_path / "t.json", [[0], [0, 0]], 4, 1, lookup=LookupConfig(6, 2))
     assert load_tree_file(tmp_path / "t.json") == ((0,), (0, 0))
-    assert load_tree_lookup(tmp_path / "t.json") == LookupConfig(6, 2)
+    assert load_tree_with_lookup(tmp_path / "t.json") == (((0,), (0, 0)), LookupConfig(6, 2))
     save_tree_file(tmp_path / "plain.json", [[0]], 4, 1)
-    assert load_tree_lookup(tmp_path / "plain.json") is None
+    assert load_tree_with_lookup(tmp_path / "plain.json")[1] is None
     assert "lookup" not in json.loads((tmp_path / "plain.json").read_text())
     for bad in ({"tokens": 0}, {"tokens": "6"}, [6], {"max_ngram": 2}, {"tokens": 6, "min_ngram": 4}, {"tokens": 6, "extra": 1}):
         data = json.loads((tmp_path / "t.json").read_text()) | {"lookup": bad}
         (tmp_path / "bad.json").write_text(json.dumps(data))
         with pytest.raises(TreeError, match="lookup"):
-            load_tree_lookup(tmp_path / "bad.json")
+            load_tree_with_lookup(tmp_path / "bad.json")
 
 
 @settings(max_examples=30, deadline=None)

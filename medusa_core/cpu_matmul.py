@@ -1,13 +1,14 @@
-"""Faster linear layers for the few-token passes of speculative decoding on the CPU.
+"""Faster linear layers for the few-token passes of decoding and verification on the CPU.
 
-With MKL, `x @ W.T` for 2..5 rows of x runs 1.7-2.2x slower than one row, while `(W @ x.T).T`
-streams W about as fast as the one-row kernel: over the 210 linear layers of SmolLM2-135M's
-blocks (2 threads, this repository's 2-core CPU) one row takes 36 ms, and 2 / 3 / 4 rows take
-38 / 44 / 43 ms that way against 64 / 81 / 62 ms (benchmarks/README.md). From 6 rows on PyTorch's
-own kernel wins again, except for vocabulary projections (many more outputs than inputs): there
-the transposed form wins up to at least 16 rows (SmolLM2's lm_head, 8 rows: 14 ms against 24 ms).
-Verification trees pass a few rows, so the loader swaps every nn.Linear of a CPU model to this
-class; other row counts keep PyTorch's kernel.
+A decoding step multiplies 1 to ~16 rows by every weight matrix of the model: the weights' memory
+traffic dominates and the arithmetic is small. MKL handles that shape poorly on this repository's
+AMD CPU: over the 210 linear layers of SmolLM2-135M's blocks (2 threads) `x @ W.T` takes 38 ms for
+one row and 60-77 ms for 2-16 rows (benchmarks/README.md). `FewRowsLinear` therefore hands up to
+KERNEL_MAX_ROWS rows to our own kernel (medusa_core/kernels/few_rows.c: 18 ms for one row, 33 ms
+for 9, 47 ms for 16). Where the kernel cannot be built (no C compiler) it computes `(W @ x.T).T`
+for 2..MAX_ROWS rows (WIDE_MAX_ROWS for vocabulary projections), which streams W about as fast as
+MKL's one-row kernel, and PyTorch's own kernel otherwise. Verification trees pass a few rows, so
+the loader swaps every nn.Linear of a CPU model to this class.
 """
 
 from __future__ import annotations
@@ -15,27 +16,42 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .cpu_kernel import few_rows_kernel
+
+KERNEL_MAX_ROWS = 32
 MAX_ROWS = 5
 WIDE_MAX_ROWS = 16  # for layers with at least WIDE_RATIO times more outputs than inputs
 WIDE_RATIO = 8
 
 
 class FewRowsLinear(nn.Linear):
-    """nn.Linear computing (W @ x^T)^T when x has 2..MAX_ROWS rows (WIDE_MAX_ROWS for
-    vocabulary projections) on the CPU."""
+    """nn.Linear with faster CPU paths for inputs of few rows: the kernel when gradients are off,
+    else (or without the kernel) the `(W @ x.T).T` form, which autograd handles."""
 
     @property
     def max_rows(self) -> int:
         return WIDE_MAX_ROWS if self.out_features >= WIDE_RATIO * self.in_features else MAX_ROWS
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.numel() // x.shape[-1]
-        if not 2 <= rows <= self.max_rows or x.device.type != "cpu":
+        rows = x.numel() // self.in_features
+        if x.device.type != "cpu" or rows == 0:
             return super().forward(x)
-        out = torch.mm(self.weight, x.reshape(rows, x.shape[-1]).T).T.contiguous()  # [rows, out_features]
+        weight, kernel = self.weight, few_rows_kernel()
+        if (
+            kernel is not None
+            and rows <= KERNEL_MAX_ROWS
+            and not torch.is_grad_enabled()  # no autograd through the kernel
+            and x.dtype is weight.dtype is torch.float32
+            and weight.is_contiguous()
+        ):
+            out = kernel(x.reshape(rows, self.in_features).contiguous(), weight)  # [rows, out_features]
+        elif 2 <= rows <= self.max_rows:
+            out = torch.mm(weight, x.reshape(rows, self.in_features).T).T.contiguous()  # [rows, out_features]
+        else:
+            return super().forward(x)
         if self.bias is not None:
             out += self.bias
-        return out.reshape(*x.shape[:-1], self.out_features)
+        return out.view(*x.shape[:-1], self.out_features)
 
 
 def use_few_rows_linears(model: nn.Module) -> nn.Module:

@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from . import default_model
+from .cpu_attention import use_gqa_sdpa
 from .cpu_matmul import use_few_rows_linears
 from .device import resolve_device, resolve_dtype
 from .heads import HeadsConfig, MedusaHeads
@@ -106,7 +107,7 @@ def load_base_model(spec: str | None = None, device: str = "auto", dtype: str = 
         raise ModelLoadError(f"cannot load base model {path!r}: {err}") from err
     model.to(dev).eval().requires_grad_(False)
     if dev.type == "cpu":
-        use_few_rows_linears(model)
+        use_gqa_sdpa(use_few_rows_linears(model))
     return BaseModel(model, tokenizer, path, dev, dt)
 
 

@@ -122,9 +122,15 @@ def checked_prompt(prompt: str | None) -> str:
     return text
 
 
-def tree_summary(paths: Sequence[Path_]) -> str:
+def tree_summary(paths: Sequence[Path_], lookup: LookupConfig | None = None) -> str:
     depth = max((len(p) for p in paths), default=0)
-    return f"Tree: **{len(paths)}** candidate nodes + root, depth **{depth}**, {len(paths) + 1} tokens per verification pass"
+    text = f"Tree: **{len(paths)}** candidate nodes + root, depth **{depth}**, {len(paths) + 1} tokens per verification pass"
+    if lookup is None:
+        return text
+    return (
+        f"{text}; context lookup adds up to **{lookup.tokens}** copied tokens ({len(paths) + 1 + lookup.tokens} at most) "
+        f"when the last {lookup.min_ngram}-{lookup.max_ngram} tokens occurred before"
+    )
 
 
 def step_figure(run: RunView, step_number: float, colour_by: figures.ColourBy) -> tuple[Any, str]:
@@ -214,12 +220,18 @@ def recolour(step_number: float, colour_by: figures.ColourBy, run: RunView | Non
 
 
 def make_tree_mask(store: ModelStore):
-    def tree_mask(tree_choice: str, key: ModelKey, uploaded: tuple[Path_, ...] | None, optimised: tuple[Path_, ...] | None) -> tuple[Any, str]:
-        """The tree attention mask of the chosen tree, and its size."""
+    def tree_mask(
+        tree_choice: str, key: ModelKey, uploaded: tuple[Path_, ...] | None, optimised: tuple[Path_, ...] | None,
+        lookup_choice: str = LOOKUP_DEFAULT,
+    ) -> tuple[Any, str]:
+        """The tree attention mask of the chosen tree with its longest lookup chain, and its size."""
         with shown_in_page("cannot show that tree"):
-            paths = choose_tree(tree_choice, store.get(key), uploaded, optimised)
-        mask = build_tree_buffers(paths).ancestor_mask.numpy()
-        return figures.mask_figure(mask, paths), tree_summary(paths)
+            medusa = store.get(key)
+            paths = choose_tree(tree_choice, medusa, uploaded, optimised)
+            lookup = choose_lookup(lookup_choice, medusa.default_lookup)
+        chain = lookup.tokens if lookup else 0
+        mask = build_tree_buffers(paths, chain).ancestor_mask.numpy()
+        return figures.mask_figure(mask, paths, chain), tree_summary(paths, lookup)
 
     return tree_mask
 
@@ -288,7 +300,7 @@ def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: g
             mask_plot = gr.Plot(label="Tree attention mask", elem_id="mask-plot")
 
     tree_mask = make_tree_mask(store)
-    mask_inputs = [tree_choice, key_state, uploaded_state, optimised_state]
+    mask_inputs = [tree_choice, key_state, uploaded_state, optimised_state, lookup]
     run_event = run_button.click(
         make_run(store),
         inputs=[prompt, max_new_tokens, mode, temperature, threshold, alpha, seed, tree_choice, colour_by, compare, key_state, uploaded_state, optimised_state, lookup],
@@ -301,6 +313,7 @@ def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: g
                       trigger_mode="always_last", show_progress="hidden")
     colour_by.input(recolour, inputs=[step_slider, colour_by, run_state], outputs=[tree_plot, caption], api_visibility="private")
     tree_choice.change(tree_mask, inputs=mask_inputs, outputs=[mask_plot, tree_info], api_name="tree_mask")
+    lookup.change(tree_mask, inputs=mask_inputs, outputs=[mask_plot, tree_info], api_visibility="private")
     tree_file.upload(upload_tree, inputs=[tree_file], outputs=[uploaded_state, tree_choice, tree_info], api_name="upload_tree").then(
         tree_mask, inputs=mask_inputs, outputs=[mask_plot, tree_info], api_visibility="private"
     )

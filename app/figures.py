@@ -251,9 +251,10 @@ def path_label(path: Sequence[int]) -> str:
     return "root" if not path else "·".join(str(r) for r in path)
 
 
-def mask_figure(mask: np.ndarray, paths: Sequence[Sequence[int]]) -> go.Figure:
-    """mask [N, N] bool: row i (a node's query) sees column j (the prefix is seen by every node)."""
-    labels = [path_label(())] + [path_label(p) for p in paths]
+def mask_figure(mask: np.ndarray, paths: Sequence[Sequence[int]], lookup: int = 0) -> go.Figure:
+    """mask [N, N] bool: row i (a node's query) sees column j (the prefix is seen by every node);
+    the last `lookup` nodes are the context-lookup chain under the root."""
+    labels = [path_label(())] + [path_label(p) for p in paths] + [f"copy {i}" for i in range(1, lookup + 1)]
     hover = [[f"{labels[i]} {'sees' if mask[i, j] else 'does not see'} {labels[j]}" for j in range(len(labels))] for i in range(len(labels))]
     fig = go.Figure(go.Heatmap(
         z=mask.astype(int), x=labels, y=labels, hovertext=hover, hoverinfo="text", showscale=False,

@@ -180,9 +180,9 @@ def make_handlers(store: ModelStore):
         base = medusa.base
         forward = tree_forward_fn(medusa)  # n >= 2 includes the heads' proposal, as a decoding step
         info = {"model": base.model_id, "device": str(base.device), "dtype": str(base.dtype).removeprefix("torch.")}
-        progress((0, len(PROFILE_SIZES)), desc="timing forward passes", unit="sizes")
+        progress((0, PROFILE_REPEATS), desc="timing forward passes", unit="rounds")
         profile = measure_latency_profile(forward, PROFILE_SIZES, repeats=PROFILE_REPEATS, warmup=1, info=info,
-                                          progress=lambda done, total: progress((done, total), desc="timing forward passes", unit="sizes"))
+                                          progress=lambda done, total: progress((done, total), desc="timing forward passes", unit="rounds"))
         one, most = profile.latency(1), profile.latency(PROFILE_SIZES[-1])
         note = f"Profile of **{base.device}**: 1 token {one * 1000:.0f} ms, {PROFILE_SIZES[-1]} tokens {most * 1000:.0f} ms per pass."
         return profile, figures.latency_figure(profile.sizes, profile.seconds, str(base.device)), note

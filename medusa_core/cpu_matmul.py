@@ -18,7 +18,7 @@ from torch import nn
 
 from .cpu_kernel import few_rows_kernel
 
-KERNEL_MAX_ROWS = 32
+KERNEL_MAX_ROWS = 16
 MAX_ROWS = 5
 WIDE_MAX_ROWS = 16  # for layers with at least WIDE_RATIO times more outputs than inputs
 WIDE_RATIO = 8

@@ -151,6 +151,8 @@ def load_medusa(model: str | None = None, heads: str | None = None, device: str 
         tree, lookup = heads_default_tree(heads_spec, medusa_heads.config.num_heads)
         proposal_tokens = load_proposal_tokens(heads_spec, base.vocab_size)
     medusa_heads.to(base.device, base.dtype).requires_grad_(False)
+    if base.device.type == "cpu":
+        use_few_rows_linears(medusa_heads)
     proposal = None
     if proposal_tokens is not None:
         if not medusa_heads.config.shared_lm_head:

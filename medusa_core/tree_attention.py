@@ -52,7 +52,8 @@ def verify_tree(
     prefix_len: int,
 ) -> torch.Tensor:
     """Hidden states [N, d] of every tree node from one forward pass with tree attention."""
-    mask = tree_attention_mask(buffers, prefix_len, model.dtype)
+    # A lone root sees the whole cache: no mask lets attention take its unmasked kernel.
+    mask = tree_attention_mask(buffers, prefix_len, model.dtype) if buffers.num_nodes > 1 else None
     positions = (buffers.depth + prefix_len)[None]  # [1, N]
     return forward_hidden(model, node_tokens[None], cache, positions, mask)
 
@@ -61,11 +62,13 @@ def commit_kv(cache: DynamicCache, prefix_len: int, accepted: torch.Tensor) -> N
     """Keep only the accepted nodes' KV entries, packed right after the prefix.
 
     Accepted node ids increase along a path, so copying them down in order never overwrites an
-    entry that is still to be read.
+    entry that is still to be read. A path of nodes 0, 1, 2, ... (the root alone, or a chain
+    accepted from its start) is in place already.
     """
     keep = accepted.to(torch.long) + prefix_len  # [A]
     new_len = prefix_len + keep.shape[0]
-    for layer in cache.layers:
-        layer.keys[:, :, prefix_len:new_len] = layer.keys[:, :, keep]  # [B, kv_heads, A, d_head]
-        layer.values[:, :, prefix_len:new_len] = layer.values[:, :, keep]
+    if accepted.tolist() != list(range(len(accepted))):
+        for layer in cache.layers:
+            layer.keys[:, :, prefix_len:new_len] = layer.keys[:, :, keep]  # [B, kv_heads, A, d_head]
+            layer.values[:, :, prefix_len:new_len] = layer.values[:, :, keep]
     cache.crop(new_len - cache.get_seq_length())

@@ -187,7 +187,7 @@ def cmd_profile(args: argparse.Namespace) -> None:
     sizes = tuple(int(s) for s in args.sizes.split(",")) if args.sizes else DEFAULT_SIZES
     factory = _load_factory(args.forward_factory)
     forward, info = factory(args.model, args.device, args.dtype, args.prefix_len)
-    with tqdm(total=len(sizes), desc="sizes", disable=args.no_progress, file=sys.stderr) as bar:
+    with tqdm(total=args.repeats, desc="rounds over all sizes", disable=args.no_progress, file=sys.stderr) as bar:
         profile = measure_latency_profile(
             forward, sizes, args.repeats, args.warmup, progress=lambda done, total: bar.update(1), info=info
         )

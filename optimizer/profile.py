@@ -125,28 +125,30 @@ def measure_latency_profile(
 ) -> LatencyProfile:
     """Time ``forward(n)`` (one forward pass over n tree tokens) for every size; median of ``repeats``.
 
-    Each size gets ``warmup`` untimed calls first. ``sync`` (e.g. ``torch.cuda.synchronize``) runs
-    before the clock starts and before it stops, so asynchronous devices are timed honestly.
-    ``progress(done, total)`` is called after each size. ``info`` fills the profile's
+    Every size gets ``warmup`` untimed calls first. Then each of ``repeats`` rounds times every
+    size once, so drift in the machine's speed (other tenants, clocks) hits all sizes alike
+    instead of bending the curve. ``sync`` (e.g. ``torch.cuda.synchronize``) runs before the clock
+    starts and before it stops, so asynchronous devices are timed honestly.
+    ``progress(done, total)`` is called after each round. ``info`` fills the profile's
     device/model/dtype/prefix_len; its other keys go to ``meta``.
     """
     if repeats < 1 or warmup < 0:
         raise ProfileError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
     wait = sync or (lambda: None)
-    medians: list[float] = []
-    for done, size in enumerate(sizes, start=1):
+    for size in sizes:
         for _ in range(warmup):
             forward(size)
-        wait()
-        times = []
-        for _ in range(repeats):
+    wait()
+    times: dict[int, list[float]] = {size: [] for size in sizes}
+    for done in range(1, repeats + 1):
+        for size in sizes:
             start = clock()
             forward(size)
             wait()
-            times.append(clock() - start)
-        medians.append(statistics.median(times))
+            times[size].append(clock() - start)
         if progress is not None:
-            progress(done, len(sizes))
+            progress(done, repeats)
+    medians = [statistics.median(times[size]) for size in sizes]
     details = dict(info or {})
     return LatencyProfile(
         sizes=tuple(sizes),

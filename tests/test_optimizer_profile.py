@@ -36,7 +36,7 @@ class FakeDevice:
         self.events.append("sync")
 
 
-def test_measure_times_each_size_after_warmup() -> None:
+def test_measure_times_every_size_in_rounds_after_warmup() -> None:
     device = FakeDevice()
     done = []
     profile = measure_latency_profile(
@@ -50,8 +50,10 @@ def test_measure_times_each_size_after_warmup() -> None:
     assert done == [(1, 3), (2, 3), (3, 3)]
     assert (profile.device, profile.model, profile.dtype, profile.prefix_len) == ("fake", "m", "float32", 200)
     assert profile.meta == {"threads": 2, "repeats": 3, "warmup": 1}
-    assert device.events[:4] == ["forward 1", "sync", "forward 1", "sync"]  # every timed call is synced
-    assert device.events.count("forward 8") == 4
+    warmups, timed = device.events[:4], device.events[4:]
+    assert warmups == ["forward 1", "forward 8", "forward 64", "sync"]
+    # rounds over all sizes (drift hits every size alike), every timed call synced
+    assert timed == ["forward 1", "sync", "forward 8", "sync", "forward 64", "sync"] * 3
 
 
 def test_median_ignores_an_outlier() -> None:

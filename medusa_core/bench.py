@@ -263,6 +263,12 @@ class MethodResult:
     total_tokens: int | None = None
     total_seconds: float | None = None
     total_steps: int | None = None
+    # our loop's methods, prompt by prompt against the fastest prompt lookup (BenchResult.prompt_lookup):
+    # tokens/s over its tokens/s on the same prompt, and on how many prompts that is > 1
+    over_prompt_lookup_median: float | None = None
+    over_prompt_lookup_min: float | None = None
+    over_prompt_lookup_max: float | None = None
+    prompts_faster_than_prompt_lookup: int | None = None
     runs: list[PromptRun] = field(default_factory=list)
 
 
@@ -277,6 +283,7 @@ class BenchResult:
     prompts: int
     settings: dict
     methods: list[MethodResult]
+    prompt_lookup: str | None = None  # the prompt-lookup method our loop's methods are compared with
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     format: str = BENCH_FORMAT
 
@@ -324,6 +331,23 @@ def summarise(method: Method, runs: Sequence[Run], baseline: Sequence[Run], orde
     return result
 
 
+def compare_with_prompt_lookup(methods: Sequence[MethodResult]) -> str | None:
+    """Pair our loop's methods with the fastest prompt lookup (median tokens/s), prompt by prompt;
+    returns that method's name (None without one)."""
+    lookups = [m for m in methods if m.kind == HF_PROMPT_LOOKUP and not m.skipped and m.runs]
+    if not lookups:
+        return None
+    reference = max(lookups, key=lambda m: m.tokens_per_second_median or 0.0)
+    for m in methods:
+        if m.kind != MEDUSA or m.skipped or not m.runs:
+            continue
+        ratios = [r.tokens_per_second / b.tokens_per_second for r, b in zip(m.runs, reference.runs) if b.tokens_per_second > 0]
+        m.over_prompt_lookup_median = statistics.median(ratios)
+        m.over_prompt_lookup_min, m.over_prompt_lookup_max = min(ratios), max(ratios)
+        m.prompts_faster_than_prompt_lookup = sum(ratio > 1 for ratio in ratios)
+    return reference.name
+
+
 # the benchmark ----------------------------------------------------------------------------
 def run_benchmark(
     medusa: MedusaModel,
@@ -362,6 +386,7 @@ def run_benchmark(
 
     baseline = runs[active[0].name]
     base = medusa.base
+    results = [summarise(m, runs.get(m.name, []), baseline, orders.get(m.name, [])) for m in methods]
     return BenchResult(
         machine=machine_info(base.device),
         model=base.model_id,
@@ -371,7 +396,8 @@ def run_benchmark(
         max_new_tokens=config.max_new_tokens,
         prompts=len(prompt_ids),
         settings=asdict(config) | {"baseline": active[0].name, "draft_model": draft.model_id if draft else None},
-        methods=[summarise(m, runs.get(m.name, []), baseline, orders.get(m.name, [])) for m in methods],
+        methods=results,
+        prompt_lookup=compare_with_prompt_lookup(results),
     )
 
 

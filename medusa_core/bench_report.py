@@ -62,4 +62,26 @@ def markdown_table(result: dict) -> str:
         "Tree nodes `a+b`: a heads' nodes plus a b-token chain copied from the context (context lookup; "
         "a step verifies the chain only when the context has a match).",
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + prompt_lookup_table(result)) + "\n"
+
+
+def prompt_lookup_table(result: dict) -> list[str]:
+    """Our loop's methods against the fastest prompt lookup, prompt by prompt (none without one)."""
+    reference = result.get("prompt_lookup")
+    paired = [m for m in result["methods"] if m.get("over_prompt_lookup_median") is not None]
+    if not reference or not paired:
+        return []
+    lines = [
+        "",
+        f"Against {reference} (the fastest prompt lookup here), prompt by prompt:",
+        "",
+        f"| method | tokens/s over {reference}'s, median (min–max) | prompts faster |",
+        "|---|---:|---:|",
+    ]
+    for m in paired:
+        lines.append(
+            f"| {m['name']} | {_f(m['over_prompt_lookup_median'], 2, 'x')} "
+            f"({_f(m['over_prompt_lookup_min'], 2)}–{_f(m['over_prompt_lookup_max'], 2)}) "
+            f"| {m['prompts_faster_than_prompt_lookup']} of {len(m['runs'])} |"
+        )
+    return lines

@@ -94,6 +94,26 @@ def test_every_method_runs_and_reports_all_fields(result):
     assert res.method("medusa-full").tree_nodes == 6
 
 
+def test_our_methods_are_paired_with_the_fastest_prompt_lookup(result):
+    res, _ = result
+    lookups = [res.method("hf-prompt-lookup-2"), res.method("hf-prompt-lookup-4")]
+    reference = max(lookups, key=lambda m: m.tokens_per_second_median)
+    assert res.prompt_lookup == reference.name
+    for m in res.methods:
+        if m.kind != MEDUSA:
+            assert m.over_prompt_lookup_median is None and m.prompts_faster_than_prompt_lookup is None
+            continue
+        ratios = sorted(r.tokens_per_second / b.tokens_per_second for r, b in zip(m.runs, reference.runs))
+        assert m.over_prompt_lookup_median == pytest.approx(ratios[1])  # 3 prompts: the middle one
+        assert (m.over_prompt_lookup_min, m.over_prompt_lookup_max) == pytest.approx((ratios[0], ratios[-1]))
+        assert m.prompts_faster_than_prompt_lookup == sum(x > 1 for x in ratios)
+    table = markdown_table(res.to_json())
+    assert f"Against {reference.name} (the fastest prompt lookup here)" in table
+    full = res.method("medusa-full")
+    assert f"| medusa-full | {full.over_prompt_lookup_median:.2f}x (" in table
+    assert f"| {full.prompts_faster_than_prompt_lookup} of 3 |" in table
+
+
 def test_greedy_medusa_methods_are_identical_to_the_baseline(result):
     res, _ = result
     for m in res.methods:

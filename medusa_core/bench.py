@@ -27,6 +27,7 @@ import transformers
 from . import default_model
 from .bench_methods import HF_ASSISTED, HF_GREEDY, HF_PROMPT_LOOKUP, MEDUSA, Method, Run, Runner, make_runner
 from .context_lookup import LookupConfig
+from .cpu_kernel import few_rows_kernel
 from .models import REPO_ROOT, BaseModel, MedusaModel, encode_prompt
 from .trees import Path_, chain_tree, load_tree_with_lookup, resolve_tree, tree_depth, validate_tree
 
@@ -173,6 +174,7 @@ def machine_info(device: torch.device) -> dict:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if cuda else cpu,
         "cuda": torch.version.cuda if cuda else None,
+        "cpu_matmul_kernel": None if cuda or few_rows_kernel() is None else few_rows_kernel().description,
     }
 
 

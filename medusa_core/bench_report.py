@@ -25,9 +25,10 @@ def _nodes(tree_nodes: int | None, lookup: int) -> str:
 def machine_line(result: dict) -> str:
     m = result["machine"]
     where = m["device_name"] if m["device"] == "cpu" else f"{m['device_name']} (CUDA {m.get('cuda')})"
+    kernel = f"; CPU matmul: {m['cpu_matmul_kernel']}" if m.get("cpu_matmul_kernel") else ""
     return (
         f"{where}, {m['cores']} cores, {m['torch_threads']} torch threads, {result['dtype']}; "
-        f"torch {m['torch']}, transformers {m['transformers']}"
+        f"torch {m['torch']}, transformers {m['transformers']}{kernel}"
     )
 
 

@@ -28,6 +28,7 @@ from .default_model import cache_root
 SOURCE = Path(__file__).with_name("kernels") / "few_rows.c"
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared")
 DISABLE_ENV = "MEDUSA_CPU_KERNEL"
+BUILD_TIMEOUT_S = 120
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def build_kernel(compiler: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
-        subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built)], check=True, capture_output=True, text=True)
+        subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built)], check=True, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
         os.replace(built, target)  # atomic: concurrent builders never load a half-written file
     return target
 
@@ -80,7 +81,7 @@ def few_rows_kernel() -> FewRowsKernel | None:
         return None
     try:
         library = ctypes.CDLL(str(build_kernel(compiler)))
-    except (OSError, subprocess.CalledProcessError):
+    except (OSError, subprocess.SubprocessError):  # no OpenMP, a failed or hung build, an unloadable file
         return None
     library.few_rows_matmul.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3 + [ctypes.c_int]
     library.few_rows_matmul.restype = None

@@ -72,7 +72,7 @@ def test_every_method_runs_and_reports_all_fields(result):
     assert data["format"] == BENCH_FORMAT
     assert {"machine", "model", "heads", "max_new_tokens", "prompts", "methods"} <= data.keys()
     assert data["prompts"] == 3 and data["max_new_tokens"] == 10
-    assert {"cpu", "cores", "torch_threads", "torch", "transformers", "device", "device_name"} <= data["machine"].keys()
+    assert {"cpu", "cores", "torch_threads", "torch", "transformers", "device", "device_name", "cpu_matmul_kernel"} <= data["machine"].keys()
     names = [m["name"] for m in data["methods"]]
     assert names == [HF_GREEDY, "hf-prompt-lookup-2", "hf-prompt-lookup-4", HF_ASSISTED, "ours-greedy",
                      "medusa-chain-4", "medusa-full"]

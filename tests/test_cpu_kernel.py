@@ -64,8 +64,10 @@ def test_switched_off_by_environment(monkeypatch):
         cpu_kernel.few_rows_kernel.cache_clear()
 
 
-def test_missing_compiler_means_no_kernel(monkeypatch):
-    monkeypatch.setenv("CC", "no-such-compiler-here")
+@pytest.mark.parametrize("compiler", ["no-such-compiler-here", "false"], ids=["missing", "failing"])
+def test_no_kernel_without_a_working_compiler(monkeypatch, tmp_path, compiler):
+    monkeypatch.setenv("MEDUSA_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", compiler)
     cpu_kernel.few_rows_kernel.cache_clear()
     try:
         assert cpu_kernel.few_rows_kernel() is None

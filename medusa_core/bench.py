@@ -160,9 +160,10 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_info(device: torch.device) -> dict:
+def machine_info(device: torch.device, dtype: torch.dtype = torch.float32) -> dict:
     cpu = cpu_model()
     cuda = device.type == "cuda"
+    kernel = few_rows_kernel() if device.type == "cpu" and dtype == torch.float32 else None
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -174,7 +175,7 @@ def machine_info(device: torch.device) -> dict:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if cuda else cpu,
         "cuda": torch.version.cuda if cuda else None,
-        "cpu_matmul_kernel": None if cuda or few_rows_kernel() is None else few_rows_kernel().description,
+        "cpu_matmul_kernel": kernel.description if kernel else None,  # what ran the linear layers' few-row passes
     }
 
 
@@ -271,6 +272,7 @@ class MethodResult:
     over_prompt_lookup_min: float | None = None
     over_prompt_lookup_max: float | None = None
     prompts_faster_than_prompt_lookup: int | None = None
+    prompts_compared_with_prompt_lookup: int | None = None
     runs: list[PromptRun] = field(default_factory=list)
 
 
@@ -344,9 +346,12 @@ def compare_with_prompt_lookup(methods: Sequence[MethodResult]) -> str | None:
         if m.kind != MEDUSA or m.skipped or not m.runs:
             continue
         ratios = [r.tokens_per_second / b.tokens_per_second for r, b in zip(m.runs, reference.runs) if b.tokens_per_second > 0]
+        if not ratios:
+            continue
         m.over_prompt_lookup_median = statistics.median(ratios)
         m.over_prompt_lookup_min, m.over_prompt_lookup_max = min(ratios), max(ratios)
         m.prompts_faster_than_prompt_lookup = sum(ratio > 1 for ratio in ratios)
+        m.prompts_compared_with_prompt_lookup = len(ratios)
     return reference.name
 
 
@@ -390,7 +395,7 @@ def run_benchmark(
     base = medusa.base
     results = [summarise(m, runs.get(m.name, []), baseline, orders.get(m.name, [])) for m in methods]
     return BenchResult(
-        machine=machine_info(base.device),
+        machine=machine_info(base.device, base.dtype),
         model=base.model_id,
         heads=repo_relative(medusa.heads_name),
         device=str(base.device),

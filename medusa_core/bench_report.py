@@ -83,6 +83,6 @@ def prompt_lookup_table(result: dict) -> list[str]:
         lines.append(
             f"| {m['name']} | {_f(m['over_prompt_lookup_median'], 2, 'x')} "
             f"({_f(m['over_prompt_lookup_min'], 2)}–{_f(m['over_prompt_lookup_max'], 2)}) "
-            f"| {m['prompts_faster_than_prompt_lookup']} of {len(m['runs'])} |"
+            f"| {m['prompts_faster_than_prompt_lookup']} of {m['prompts_compared_with_prompt_lookup']} |"
         )
     return lines

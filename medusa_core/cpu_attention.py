@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface, PreTrainedModel
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 GQA_SDPA = "sdpa_gqa"
@@ -27,16 +28,15 @@ def gqa_sdpa_attention(
     attention_mask: torch.Tensor | None,  # [B, 1, T, S]
     dropout: float = 0.0,
     scaling: float | None = None,
-    is_causal: bool | None = None,
-    **_: object,
+    **kwargs: object,
 ) -> tuple[torch.Tensor, None]:
-    """transformers' attention-function interface; returns [B, T, H, d]."""
-    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-    causal = query.shape[2] > 1 and attention_mask is None and causal
-    if causal and key.shape[2] > query.shape[2]:
-        raise ValueError("a causal multi-token pass over a cache needs an explicit mask")
+    """transformers' attention-function interface; returns [B, T, H, d]. Only a plain masked
+    pass is ours; anything else (no mask, position biases, soft-capping) is transformers' sdpa,
+    which shares key/value heads itself when there is no mask."""
+    if attention_mask is None or kwargs.get("position_bias") is not None or kwargs.get("softcap") is not None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
     out = F.scaled_dot_product_attention(
-        query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling, is_causal=causal, enable_gqa=True
+        query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling, enable_gqa=True
     )  # [B, H, T, d]
     return out.transpose(1, 2).contiguous(), None
 

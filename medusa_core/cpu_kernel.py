@@ -2,8 +2,9 @@
 
 The kernel is compiled with the system C compiler for the CPU at hand (-march=native) into
 <cache>/kernels ($MEDUSA_CACHE, as for the default model), keyed by the source, the compiler, its
-flags and the CPU, and loaded with ctypes; it shares torch's OpenMP runtime (same libgomp soname)
-and uses torch's thread count. Without a C
+flags and the CPU, and loaded with ctypes. It runs torch's thread count; with GCC it also shares
+torch's OpenMP runtime (torch's Linux wheels load libgomp.so.1 first, and the loader reuses it),
+while another compiler's OpenMP library would bring a second thread pool. Without a C
 compiler, or with MEDUSA_CPU_KERNEL=0, `few_rows_kernel()` returns None and callers fall back to
 PyTorch's matmul.
 """

@@ -41,6 +41,7 @@ class FewRowsLinear(nn.Linear):
             kernel is not None
             and rows <= KERNEL_MAX_ROWS
             and not torch.is_grad_enabled()  # no autograd through the kernel
+            and not torch.is_autocast_enabled("cpu")
             and x.dtype is weight.dtype is torch.float32
             and weight.is_contiguous()
         ):

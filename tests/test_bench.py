@@ -107,6 +107,7 @@ def test_our_methods_are_paired_with_the_fastest_prompt_lookup(result):
         assert m.over_prompt_lookup_median == pytest.approx(ratios[1])  # 3 prompts: the middle one
         assert (m.over_prompt_lookup_min, m.over_prompt_lookup_max) == pytest.approx((ratios[0], ratios[-1]))
         assert m.prompts_faster_than_prompt_lookup == sum(x > 1 for x in ratios)
+        assert m.prompts_compared_with_prompt_lookup == 3
     table = markdown_table(res.to_json())
     assert f"Against {reference.name} (the fastest prompt lookup here)" in table
     full = res.method("medusa-full")

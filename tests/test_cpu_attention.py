@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from medusa_core.cpu_attention import GQA_SDPA, use_gqa_sdpa
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from medusa_core.cpu_attention import GQA_SDPA, gqa_sdpa_attention, use_gqa_sdpa
 from medusa_core.tree_attention import prefill, verify_tree
 from medusa_core.trees import build_tree_buffers, full_tree
 from tiny_models import VOCAB, tiny_causal_lm
@@ -58,3 +60,20 @@ def test_other_attention_implementations_are_left_alone():
     model = tiny_causal_lm("llama")
     model.set_attn_implementation("eager")
     assert use_gqa_sdpa(model).config._attn_implementation == "eager"
+
+
+def test_unmasked_and_special_calls_are_transformers_sdpa():
+    gen = torch.Generator().manual_seed(4)
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = 2, True
+    query, key, value = torch.randn(1, 4, 5, 8, generator=gen), torch.randn(1, 2, 5, 8, generator=gen), torch.randn(1, 2, 5, 8, generator=gen)
+    ours, _ = gqa_sdpa_attention(module, query, key, value, None, scaling=0.3)
+    theirs, _ = sdpa_attention_forward(module, query, key, value, None, scaling=0.3)
+    assert torch.equal(ours, theirs)  # causal, no mask: handed over unchanged
+    mask = torch.zeros(1, 1, 5, 5)
+    with pytest.raises(ValueError, match="softcap"):
+        gqa_sdpa_attention(module, query, key, value, mask, softcap=30.0)
+    bias = torch.randn(1, 4, 5, 5, generator=gen)
+    ours, _ = gqa_sdpa_attention(module, query, key, value, mask, position_bias=bias)
+    theirs, _ = sdpa_attention_forward(module, query, key, value, mask, position_bias=bias)
+    assert torch.equal(ours, theirs)

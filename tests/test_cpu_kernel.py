@@ -3,6 +3,7 @@ built once per machine into its cache."""
 
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -31,6 +32,18 @@ def test_kernel_equals_matmul(kernel, rows, outputs, inputs, seed):
     out = kernel(x, w)
     assert out.shape == (rows, outputs) and out.dtype == torch.float32
     torch.testing.assert_close(out, x @ w.T, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("rows", [1, 4, 9, 16])
+def test_threaded_layers_equal_matmul_also_from_two_threads_at_once(kernel, rows):
+    """Layers this size split over OpenMP threads; the app runs two generations at once."""
+    gen = torch.Generator().manual_seed(rows)
+    x = torch.randn(rows, 579, generator=gen)
+    weights = [torch.randn(203 + i, 579, generator=gen) for i in range(4)]
+    with ThreadPoolExecutor(2) as pool:
+        outs = list(pool.map(lambda w: kernel(x, w), weights))
+    for w, out in zip(weights, outs):
+        torch.testing.assert_close(out, x @ w.T, rtol=1e-5, atol=1e-4)
 
 
 def test_each_row_is_bitwise_the_same_in_any_batch(kernel):

@@ -5,6 +5,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from medusa_core.cpu_attention import use_gqa_sdpa
 from medusa_core.cpu_matmul import use_few_rows_linears
 from medusa_core.decoding import DecodeConfig, PromptTooLongError, generate
 from medusa_core.trees import chain_tree, full_tree, preset_tree, validate_tree
@@ -46,9 +47,10 @@ def test_random_heads_random_trees_equal_greedy(arch, tree, prompt, seed, n):
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tree=trees(), prompt=prompts, seed=st.integers(0, 3))
 def test_few_rows_linears_keep_decoding_lossless(arch, tree, prompt, seed):
-    """As load_base_model sets CPU models up: baseline and Medusa both on the swapped layers."""
+    """As load_base_model sets CPU models up (few-rows linears, grouped-query SDPA under masks):
+    baseline and Medusa both on the same set-up."""
     base = tiny_base(arch)
-    use_few_rows_linears(base.model)
+    use_gqa_sdpa(use_few_rows_linears(base.model))
     medusa = medusa_of(base, random_heads(4, seed))
     record = generate(medusa, "", tree, DecodeConfig(max_new_tokens=16), prompt_ids=prompt)
     assert record.tokens == greedy_reference(base, prompt, 16)

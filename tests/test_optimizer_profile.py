@@ -40,20 +40,20 @@ def test_measure_times_every_size_in_rounds_after_warmup() -> None:
     device = FakeDevice()
     done = []
     profile = measure_latency_profile(
-        device.forward, sizes=(1, 8, 64), repeats=3, warmup=1, sync=device.sync,
+        device.forward, sizes=(1, 8, 64), repeats=4, warmup=1, sync=device.sync,
         progress=lambda i, n: done.append((i, n)), info={"device": "fake", "model": "m", "dtype": "float32",
                                                           "prefix_len": 200, "threads": 2},
         clock=device.clock,
     )
     assert profile.sizes == (1, 8, 64)
     assert profile.seconds == pytest.approx((0.0011, 0.0018, 0.0074))  # warm-up cost excluded
-    assert done == [(1, 3), (2, 3), (3, 3)]
+    assert done == [(1, 4), (2, 4), (3, 4), (4, 4)]  # one call per round
     assert (profile.device, profile.model, profile.dtype, profile.prefix_len) == ("fake", "m", "float32", 200)
-    assert profile.meta == {"threads": 2, "repeats": 3, "warmup": 1}
+    assert profile.meta == {"threads": 2, "repeats": 4, "warmup": 1}
     warmups, timed = device.events[:4], device.events[4:]
     assert warmups == ["forward 1", "forward 8", "forward 64", "sync"]
     # rounds over all sizes (drift hits every size alike), every timed call synced
-    assert timed == ["forward 1", "sync", "forward 8", "sync", "forward 64", "sync"] * 3
+    assert timed == ["forward 1", "sync", "forward 8", "sync", "forward 64", "sync"] * 4
 
 
 def test_median_ignores_an_outlier() -> None:

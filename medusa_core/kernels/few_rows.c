@@ -1,4 +1,4 @@
-/* out[M, N] = x[M, K] @ w[N, K]^T for the few rows (M <= 32) of a decoding or verification step.
+/* out[M, N] = x[M, K] @ w[N, K]^T for the few rows (1-16 in use) of a decoding or verification step.
  *
  * Why: on the CPU a step streams every weight once and does little arithmetic per weight, so it is
  * bound by memory bandwidth. MKL's sgemm/sgemv reach about half of it on this repository's AMD CPU
@@ -33,6 +33,8 @@ static inline float hsum(v8 v) {
 static inline __attribute__((always_inline)) void block(int R, const float *x, const float *w, float *out,
                                                         int64_t m0, int64_t n0, int64_t N, int64_t K) {
   const float *xr = x + m0 * K, *wr = w + n0 * K;
+  /* the next block of w to prefetch, or this one again at the end of w */
+  const float *next = n0 + 2 * W_ROWS <= N ? wr + W_ROWS * K : wr;
   v8 acc[MAX_X_ROWS][W_ROWS];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < W_ROWS; ++c) acc[r][c] = (v8){0};
@@ -42,7 +44,7 @@ static inline __attribute__((always_inline)) void block(int R, const float *x, c
     for (int c = 0; c < W_ROWS; ++c) b[c] = load8(wr + c * K + k);
     /* Ask for the next block of w now: the hardware prefetcher alone leaves 2-4 rows of x about
      * 25% slower than one row. */
-    for (int c = 0; c < W_ROWS; ++c) __builtin_prefetch(wr + (W_ROWS + c) * K + k, 0, 0);
+    for (int c = 0; c < W_ROWS; ++c) __builtin_prefetch(next + c * K + k, 0, 0);
     for (int r = 0; r < R; ++r) {
       v8 u = load8(xr + r * K + k);
       for (int c = 0; c < W_ROWS; ++c) acc[r][c] += u * b[c];

@@ -10,7 +10,7 @@ from .decoding import head_topk, heads_logits, step_buffers
 from .device import synchronize
 from .models import BaseModel, MedusaModel, heads_spec_if_any, load_base_model, load_medusa
 from .tree_attention import prefill, verify_tree
-from .trees import full_tree
+from .trees import TreeBuffers, full_tree
 
 PROPOSAL_TOP_K = 10  # the widest top-k the shipped trees use
 
@@ -27,7 +27,8 @@ def tree_forward_fn(model: BaseModel | MedusaModel, prefix_len: int = 200, seed:
     """forward(n) runs one verification pass of an n-token tree over a prefix_len-token cache.
 
     Given a MedusaModel, a tree (n >= 2) also pays for the heads' proposal, as a decoding step
-    does, so the profile compares trees with plain decoding (n = 1) fairly.
+    does (the heads down to the tree's depth only), so the profile compares trees with plain
+    decoding (n = 1) fairly.
     """
     medusa = model if isinstance(model, MedusaModel) else None
     base = medusa.base if medusa else model
@@ -36,18 +37,19 @@ def tree_forward_fn(model: BaseModel | MedusaModel, prefix_len: int = 200, seed:
     prefix = torch.randint(0, vocab, (prefix_len,), generator=gen).to(base.device)
     with torch.inference_mode():
         cache, _ = prefill(base.model, prefix)
-    buffers_by_size = {}
+    buffers_by_size: dict[int, TreeBuffers] = {}
 
     def forward(n_tokens: int) -> None:
         if n_tokens not in buffers_by_size:
             buffers_by_size[n_tokens] = step_buffers(tree_of_size(n_tokens)).to(base.device)
         buffers = buffers_by_size[n_tokens]
+        depth = buffers.max_depth
         tokens = torch.randint(0, vocab, (n_tokens,), generator=gen).to(base.device)
         with torch.inference_mode():
             hidden = verify_tree(base.model, cache, tokens, buffers, prefix_len)
             base.model.get_output_embeddings()(hidden[buffers.internal])  # as decoding does
             if medusa is not None and n_tokens > 1:
-                head_topk(heads_logits(medusa, hidden[0]), PROPOSAL_TOP_K, medusa.proposal)
+                head_topk(heads_logits(medusa, hidden[0], min(depth, medusa.num_heads)), PROPOSAL_TOP_K, medusa.proposal)
             cache.crop(prefix_len - cache.get_seq_length())
         synchronize(base.device)
 

@@ -24,4 +24,6 @@ def test_forward_runs_every_size_and_pays_for_the_proposal(monkeypatch):
         forward = tree_forward_fn(model, prefix_len=12)
         for n in (1, 2, 7):
             forward(n)
-    assert calls == [(4, 40), (4, 40)]  # the heads' proposal, for the two trees of the Medusa model only
+    # the heads' proposal, for the two trees of the Medusa model only, down to each tree's depth
+    # (2 tokens: one node, depth 1; 7 tokens: 4 nodes under the root and 2 below, depth 2)
+    assert calls == [(1, 40), (2, 40)]

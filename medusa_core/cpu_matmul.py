@@ -5,9 +5,10 @@ traffic dominates and the arithmetic is small. MKL handles that shape poorly on 
 AMD CPU: over the 210 linear layers of SmolLM2-135M's blocks (2 threads) `x @ W.T` takes 39 ms for
 one row and 53-79 ms for 2-16 rows (benchmarks/README.md). `FewRowsLinear` therefore hands up to
 KERNEL_MAX_ROWS rows to our own kernel (medusa_core/kernels/few_rows.c: 23 ms for one row, 32 ms
-for 8, 50 ms for 16; from 17 rows on MKL is as fast). Where the kernel cannot be built (no C compiler) it computes `(W @ x.T).T`
-for 2..MAX_ROWS rows (WIDE_MAX_ROWS for vocabulary projections), which streams W about as fast as
-MKL's one-row kernel, and PyTorch's own kernel otherwise. Verification trees pass a few rows, so
+for 8, 50 ms for 16; from 17 rows on MKL is as fast). Where the kernel cannot be built (no C
+compiler) it computes `(W @ x.T).T` for 2..MAX_ROWS rows (WIDE_MAX_ROWS for vocabulary
+projections), which streams W about as fast as MKL's one-row kernel, and PyTorch's own kernel
+otherwise. Verification trees pass a few rows, so
 the loader swaps every nn.Linear of a CPU model to this class.
 """
 

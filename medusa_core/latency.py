@@ -6,7 +6,7 @@ from typing import Callable
 
 import torch
 
-from .decoding import head_topk, heads_logits, step_buffers
+from .decoding import head_topk, propose_logits, step_buffers
 from .device import synchronize
 from .models import BaseModel, MedusaModel, heads_spec_if_any, load_base_model, load_medusa
 from .tree_attention import prefill, verify_tree
@@ -43,13 +43,12 @@ def tree_forward_fn(model: BaseModel | MedusaModel, prefix_len: int = 200, seed:
         if n_tokens not in buffers_by_size:
             buffers_by_size[n_tokens] = step_buffers(tree_of_size(n_tokens)).to(base.device)
         buffers = buffers_by_size[n_tokens]
-        depth = buffers.max_depth
         tokens = torch.randint(0, vocab, (n_tokens,), generator=gen).to(base.device)
         with torch.inference_mode():
             hidden = verify_tree(base.model, cache, tokens, buffers, prefix_len)
             base.model.get_output_embeddings()(hidden[buffers.internal])  # as decoding does
             if medusa is not None and n_tokens > 1:
-                head_topk(heads_logits(medusa, hidden[0], min(depth, medusa.num_heads)), PROPOSAL_TOP_K, medusa.proposal)
+                head_topk(propose_logits(medusa, hidden[0], buffers), PROPOSAL_TOP_K, medusa.proposal)
             cache.crop(prefix_len - cache.get_seq_length())
         synchronize(base.device)
 

@@ -10,13 +10,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from . import default_model
+from .context_lookup import LookupConfig
 from .cpu_attention import use_gqa_sdpa
 from .cpu_matmul import use_few_rows_linears
 from .device import resolve_device, resolve_dtype
 from .heads import HeadsConfig, MedusaHeads
 from .heads_io import HeadsLoadError, load_heads, load_proposal_tokens
 from .proposal_vocab import ProposalVocab
-from .context_lookup import LookupConfig
 from .trees import Path_, chain_tree, load_tree_with_lookup
 
 DEFAULT = "default"

@@ -161,6 +161,34 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# distill ----------------------------------------------------------------------------------
+def distill_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p, heads=False)
+    p.add_argument("--prompts", required=True, help="prompts to answer, one per line")
+    p.add_argument("--out", required=True, help="folder of chunk files to write (and resume from)")
+    p.add_argument("--chunk-size", type=int, default=256, help="prompts per resumable chunk file")
+    p.add_argument("--batch-size", type=int, default=48, help="prompts generated at once")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--target-tokens", type=int, default=None, help="stop once this many answer tokens are on disk")
+
+
+def run_distill(args: argparse.Namespace) -> int:
+    from .distill_chunks import DistillConfig, distill
+
+    config = DistillConfig(args.prompts, args.out, args.chunk_size, args.batch_size, args.max_new_tokens, args.target_tokens)
+    read_prompt_file(config.prompts)  # fail on a bad file before loading the model
+    base = load_base_model(args.model, args.device, args.dtype)
+    with tqdm(desc="distill", unit="prompt") as bar:
+        def report(done: int, total: int, tokens: int) -> None:
+            bar.total = total
+            bar.set_postfix_str(f"{tokens:,} answer tokens")
+            bar.update(done - bar.n)
+
+        tokens = distill(base, config, report)
+    print(f"{tokens:,} answer tokens in {config.out}")
+    return 0
+
+
 # calibrate --------------------------------------------------------------------------------
 def calibrate_args(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
@@ -247,6 +275,7 @@ def run_bench(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "generate": (generate_args, run_generate),
     "train-heads": (train_args, run_train),
+    "distill": (distill_args, run_distill),
     "calibrate": (calibrate_args, run_calibrate),
     "bench": (bench_args, run_bench),
 }

@@ -10,7 +10,7 @@ from typing import Any
 import gradio as gr
 
 from medusa_core import MedusaModel
-from medusa_core.distill_data import read_prompt_file
+from medusa_core.training.distill_data import read_prompt_file
 from optimizer import REFERENCE_TABLES, AccuracyError, AccuracyTable, load_accuracy_table, resolve_accuracy, table_from_json
 
 from . import figures
@@ -115,7 +115,7 @@ def make_handlers(store: ModelStore):
     def calibrate_heads(prompt_set: str, upload: str | None, count: float, max_new_tokens: float, top_k: float,
                         key: ModelKey, progress: gr.Progress = gr.Progress()) -> tuple[AccuracyTable, Any, str, Any, Any]:
         """Measure the loaded heads' accuracy on a prompt set; the result becomes this session's table."""
-        from medusa_core.calibration import calibrate
+        from medusa_core.training.calibration import calibrate
 
         with shown_in_page("calibration failed"):
             prompts = load_prompts(prompt_set, upload, count)

@@ -13,7 +13,7 @@ import optuna
 from optuna.trial import TrialState
 
 from medusa_core import preset_tree, validate_tree
-from medusa_core.latency import tree_forward_fn
+from medusa_core.bench.latency import tree_forward_fn
 from optimizer import (
     AccuracyTable,
     EngineError,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from medusa_core import MedusaModel, load_medusa
-from medusa_core.models import DEFAULT_HEADS
+from medusa_core.modeling.models import DEFAULT_HEADS
 
 DEFAULT = "default"
 RANDOM_HEADS = "random"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli import COMMANDS
+from medusa_core.cli import COMMANDS
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,13 +9,13 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from .acceptance import TypicalConfig
-from .context_lookup import LookupConfig, lookup_or_none
-from .decoding import DecodeConfig, generate
-from .device import DEVICE_CHOICES, DTYPE_CHOICES
-from .distill_data import read_prompt_file
-from .models import load_base_model, load_medusa
-from .trees import resolve_tree
+from medusa_core.engine.acceptance import TypicalConfig
+from medusa_core.spec.lookup import LookupConfig, lookup_or_none
+from medusa_core.engine.loop import DecodeConfig, generate
+from medusa_core.modeling.device import DEVICE_CHOICES, DTYPE_CHOICES
+from medusa_core.training.distill_data import read_prompt_file
+from medusa_core.modeling.models import load_base_model, load_medusa
+from medusa_core.spec.trees import resolve_tree
 
 
 def add_model_args(p: argparse.ArgumentParser, heads: bool = True) -> None:
@@ -131,7 +131,7 @@ def train_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .training import TrainConfig, train_heads
+    from medusa_core.training.training import TrainConfig, train_heads
 
     config = TrainConfig(
         prompts=args.prompts,
@@ -173,7 +173,7 @@ def distill_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_distill(args: argparse.Namespace) -> int:
-    from .distill_chunks import DistillConfig, distill
+    from medusa_core.training.distill_chunks import DistillConfig, distill
 
     config = DistillConfig(args.prompts, args.out, args.chunk_size, args.batch_size, args.max_new_tokens, args.target_tokens)
     read_prompt_file(config.prompts)  # fail on a bad file before loading the model
@@ -199,7 +199,7 @@ def calibrate_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    from .calibration import calibrate
+    from medusa_core.training.calibration import calibrate
 
     prompts = read_prompt_file(args.prompts)
     medusa = load_medusa(args.model, args.heads, args.device, args.dtype)
@@ -214,7 +214,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 # bench ------------------------------------------------------------------------------------
 def bench_args(p: argparse.ArgumentParser) -> None:
-    from .models import REPO_ROOT
+    from medusa_core.modeling.models import REPO_ROOT
 
     add_model_args(p)
     p.add_argument("--prompts", default=str(REPO_ROOT / "data" / "prompts" / "test.txt"), help="prompt file, one per line (default: the held-out test prompts)")
@@ -235,8 +235,8 @@ def bench_args(p: argparse.ArgumentParser) -> None:
 def run_bench(args: argparse.Namespace) -> int:
     import torch
 
-    from .bench import BenchConfig, default_methods, encode_prompts, max_tree_depth, parse_tree_option, run_benchmark
-    from .bench_report import markdown_table
+    from medusa_core.bench.runner import BenchConfig, default_methods, encode_prompts, max_tree_depth, parse_tree_option, run_benchmark
+    from medusa_core.bench.report import markdown_table
 
     try:
         lookup = [int(n) for n in args.prompt_lookup_tokens.split(",") if n.strip()]

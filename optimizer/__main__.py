@@ -12,8 +12,8 @@ from typing import Any, Callable, Sequence
 import optuna
 from tqdm import tqdm
 
-from medusa_core.context_lookup import LookupConfig, lookup_or_none
-from medusa_core.trees import TreeError, resolve_tree, save_tree_file
+from medusa_core.spec.lookup import LookupConfig, lookup_or_none
+from medusa_core.spec.trees import TreeError, resolve_tree, save_tree_file
 
 from .accuracy import REFERENCE_PREFIX, REFERENCE_TABLES, AccuracyError, AccuracyTable, resolve_accuracy, with_geometric_tail
 from .engines import ENGINES, EngineError
@@ -23,7 +23,7 @@ from .formats import FORMATS, export_tree
 from .profile import DEFAULT_SIZES, LatencyProfile, ProfileError, load_latency_profile, measure_latency_profile, save_latency_profile
 from .search import DEFAULT_STORAGE, OBJECTIVES, SearchConfig, SearchError, SearchProgress, objective_names, run_search
 
-DEFAULT_FORWARD_FACTORY = "medusa_core.latency:make_tree_forward"
+DEFAULT_FORWARD_FACTORY = "medusa_core.bench.latency:make_tree_forward"
 USER_ERRORS = (AccuracyError, TreeError, EngineError, SearchError, ProfileError, LengthModelError)
 
 

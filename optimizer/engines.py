@@ -13,7 +13,7 @@ from __future__ import annotations
 from itertools import product
 from typing import Iterator, Literal, Sequence
 
-from medusa_core.trees import validate_tree
+from medusa_core.spec.trees import validate_tree
 
 Engine = Literal["none", "trtllm", "vllm"]
 ENGINES: tuple[str, ...] = ("none", "trtllm", "vllm")

@@ -35,7 +35,7 @@ from typing import Callable, Literal
 
 import numpy as np
 
-from medusa_core.trees import validate_tree
+from medusa_core.spec.trees import validate_tree
 
 from .accuracy import AccuracyTable
 from .engines import check_engine, check_engine_budget, product_tree, product_tree_size, uniform_branchings

@@ -32,7 +32,7 @@ from typing import Iterable, Literal, Sequence
 
 import numpy as np
 
-from medusa_core.trees import validate_tree
+from medusa_core.spec.trees import validate_tree
 
 from .accuracy import AccuracyTable
 

@@ -1,6 +1,6 @@
 """Tree exporters and importers for serving engines.
 
-* ``json``: our tree file (format "medusa-tree/1", :mod:`medusa_core.trees`).
+* ``json``: our tree file (format "medusa-tree/1", :mod:`medusa_core.spec.trees`).
 * ``medusa``: Medusa's ``medusa_choices`` Python literal ``[[0], [0, 0], [1]]``; the importer also
   takes an assignment such as a line of Medusa's ``medusa_choices.py``.
 * ``trtllm``: TensorRT-LLM's ``--medusa_choices="[[0], [0, 0], ...]"`` (at most 63 nodes, depth
@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from medusa_core.trees import TreeError, tree_depth, tree_from_json, tree_to_json, tree_top_k, validate_tree
+from medusa_core.spec.trees import TreeError, tree_depth, tree_from_json, tree_to_json, tree_top_k, validate_tree
 
 from .engines import check_tree_for_engine
 

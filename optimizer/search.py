@@ -27,7 +27,7 @@ import sqlalchemy
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from medusa_core.trees import MC_SIM_7B_63, chain_tree, full_tree, validate_tree
+from medusa_core.spec.trees import MC_SIM_7B_63, chain_tree, full_tree, validate_tree
 
 from .accuracy import AccuracyTable
 from .engines import Engine, check_engine, check_engine_budget

@@ -33,7 +33,7 @@ from typing import Any, Iterable, Sequence
 
 import optuna
 
-from medusa_core.trees import validate_tree
+from medusa_core.spec.trees import validate_tree
 
 from .engines import Engine, level_branching, product_tree
 

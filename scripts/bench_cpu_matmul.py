@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from medusa_core.cpu_kernel import few_rows_kernel  # noqa: E402
+from medusa_core.accel.cpu_kernel import few_rows_kernel  # noqa: E402
 
 BLOCK_SHAPES = [(576, 576), (192, 576), (192, 576), (576, 576), (1536, 576), (1536, 576), (576, 1536)]  # (out, in)
 LAYERS = 30

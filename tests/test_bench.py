@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medusa_core.bench import (
+from medusa_core.bench.runner import (
     BENCH_FORMAT,
     BenchConfig,
     default_methods,
@@ -22,10 +22,10 @@ from medusa_core.bench import (
     repo_relative,
     run_benchmark,
 )
-from medusa_core.bench_methods import HF_ASSISTED, HF_GREEDY, MEDUSA, Method
-from medusa_core.bench_report import markdown_table
-from medusa_core.context_lookup import LookupConfig
-from medusa_core.trees import TreeError, full_tree, save_tree_file
+from medusa_core.bench.methods import HF_ASSISTED, HF_GREEDY, MEDUSA, Method
+from medusa_core.bench.report import markdown_table
+from medusa_core.spec.lookup import LookupConfig
+from medusa_core.spec.trees import TreeError, full_tree, save_tree_file
 from tiny_models import ReferenceHeads, greedy_reference, medusa_of, random_heads, tiny_base
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from medusa_core.heads_io import save_heads
+from medusa_core.modeling.heads_io import save_heads
 from tiny_models import random_heads
 
 ROOT = Path(__file__).resolve().parent.parent

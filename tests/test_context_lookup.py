@@ -4,9 +4,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from medusa_core.context_lookup import LookupConfig, find_continuation
-from medusa_core.decoding import DecodeConfig, generate
-from medusa_core.trees import build_tree_buffers, chain_tree
+from medusa_core.spec.lookup import LookupConfig, find_continuation
+from medusa_core.engine.loop import DecodeConfig, generate
+from medusa_core.engine.buffers import build_tree_buffers
+from medusa_core.spec.trees import chain_tree
 from test_lossless import BASES, prompts, trees
 from tiny_models import ARCHS, ReferenceHeads, greedy_reference, medusa_of, random_heads
 

@@ -9,9 +9,10 @@ from torch.nn import functional as F
 
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from medusa_core.cpu_attention import GQA_SDPA, gqa_sdpa_attention, use_gqa_sdpa
-from medusa_core.tree_attention import prefill, verify_tree
-from medusa_core.trees import build_tree_buffers, full_tree
+from medusa_core.accel.cpu_attention import GQA_SDPA, gqa_sdpa_attention, use_gqa_sdpa
+from medusa_core.engine.verify import prefill, verify_tree
+from medusa_core.engine.buffers import build_tree_buffers
+from medusa_core.spec.trees import full_tree
 from tiny_models import VOCAB, tiny_causal_lm
 
 

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medusa_core import cpu_kernel
+from medusa_core.accel import cpu_kernel
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from medusa_core import cpu_matmul
-from medusa_core.cpu_matmul import KERNEL_MAX_ROWS, MAX_ROWS, WIDE_MAX_ROWS, FewRowsLinear, use_few_rows_linears
+from medusa_core.accel import cpu_matmul
+from medusa_core.accel.cpu_matmul import KERNEL_MAX_ROWS, MAX_ROWS, WIDE_MAX_ROWS, FewRowsLinear, use_few_rows_linears
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 7, 16, MAX_ROWS, MAX_ROWS + 1, WIDE_MAX_ROWS + 1, KERNEL_MAX_ROWS + 1, 100])

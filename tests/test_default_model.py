@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from medusa_core import default_model
-from medusa_core.models import ModelLoadError, load_base_model
+from medusa_core.modeling import default_model
+from medusa_core.modeling.models import ModelLoadError, load_base_model
 
 
 def test_missing_package_says_what_to_run(monkeypatch):

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from medusa_core.decoding import DecodeConfig, generate
-from medusa_core.device import resolve_device, resolve_dtype
-from medusa_core.models import BaseModel, MedusaModel
-from medusa_core.trees import full_tree
+from medusa_core.engine.loop import DecodeConfig, generate
+from medusa_core.modeling.device import resolve_device, resolve_dtype
+from medusa_core.modeling.models import BaseModel, MedusaModel
+from medusa_core.spec.trees import full_tree
 from tiny_models import greedy_reference, random_heads, tiny_causal_lm, StubTokenizer
 
 

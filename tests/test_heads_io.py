@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from medusa_core.heads import HeadsConfig, MedusaHeads
-from medusa_core.heads_io import HeadsLoadError, load_heads, save_heads, to_checkpoint_state
+from medusa_core.modeling.heads import HeadsConfig, MedusaHeads
+from medusa_core.modeling.heads_io import HeadsLoadError, load_heads, save_heads, to_checkpoint_state
 from tiny_models import HIDDEN, VOCAB, random_heads
 
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from medusa_core.latency import tree_forward_fn, tree_of_size
-from medusa_core.trees import validate_tree
+from medusa_core.bench.latency import tree_forward_fn, tree_of_size
+from medusa_core.spec.trees import validate_tree
 from tiny_models import medusa_of, random_heads, tiny_base
 
 

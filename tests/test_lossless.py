@@ -5,10 +5,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from medusa_core.cpu_attention import use_gqa_sdpa
-from medusa_core.cpu_matmul import use_few_rows_linears
-from medusa_core.decoding import DecodeConfig, PromptTooLongError, generate
-from medusa_core.trees import chain_tree, full_tree, preset_tree, validate_tree
+from medusa_core.accel.cpu_attention import use_gqa_sdpa
+from medusa_core.accel.cpu_matmul import use_few_rows_linears
+from medusa_core.engine.loop import DecodeConfig, PromptTooLongError, generate
+from medusa_core.spec.trees import chain_tree, full_tree, preset_tree, validate_tree
 from tiny_models import ARCHS, VOCAB, ReferenceHeads, greedy_reference, medusa_of, random_heads, tiny_base
 
 BASES = {arch: tiny_base(arch) for arch in ARCHS}

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from medusa_core.context_lookup import LookupConfig
-from medusa_core.trees import load_tree_file, load_tree_with_lookup, save_tree_file
+from medusa_core.spec.lookup import LookupConfig
+from medusa_core.spec.trees import load_tree_file, load_tree_with_lookup, save_tree_file
 from optimizer import LatencyProfile, accuracy_from_ranks, load_latency_profile, save_accuracy_table, save_latency_profile
 from optimizer.__main__ import main
 

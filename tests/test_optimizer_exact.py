@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medusa_core.trees import MC_SIM_7B_63, validate_tree
+from medusa_core.spec.trees import MC_SIM_7B_63, validate_tree
 from optimizer import (
     AccuracyTable,
     EngineError,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medusa_core.trees import MC_SIM_7B_63, TreeError
+from medusa_core.spec.trees import MC_SIM_7B_63, TreeError
 from optimizer import (
     AccuracyTable,
     LengthModelError,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medusa_core.trees import MC_SIM_7B_63, TreeError, chain_tree, validate_tree
+from medusa_core.spec.trees import MC_SIM_7B_63, TreeError, chain_tree, validate_tree
 from optimizer import FORMATS, IMPORT_FORMATS, EngineError, export_tree, import_tree, product_tree, to_sglang_params
 from test_optimizer_strategies import trees
 

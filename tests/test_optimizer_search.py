@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medusa_core.trees import validate_tree
+from medusa_core.spec.trees import validate_tree
 from optimizer import (
     EngineError,
     LatencyProfile,

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from medusa_core.trees import validate_tree
+from medusa_core.spec.trees import validate_tree
 from optimizer import AccuracyTable, accuracy_from_ranks
 
 Path_ = tuple[int, ...]

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from medusa_core.distill_data import IGNORE, HiddenCache, generate_responses, hidden_cache_of, hidden_states_for
-from medusa_core.training import conversation_vocabulary, remap_targets, training_lm_head
+from medusa_core.training.distill_data import IGNORE, HiddenCache, generate_responses, hidden_cache_of, hidden_states_for
+from medusa_core.training.training import conversation_vocabulary, remap_targets, training_lm_head
 from tiny_models import HIDDEN, VOCAB, tiny_base
 
 

@@ -7,11 +7,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medusa_core.context_lookup import LookupConfig
-from medusa_core.trees import (
+from medusa_core.engine.buffers import build_tree_buffers
+from medusa_core.spec.lookup import LookupConfig
+from medusa_core.spec.trees import (
     MC_SIM_7B_63,
     TreeError,
-    build_tree_buffers,
     chain_tree,
     full_tree,
     load_tree_file,

@@ -2,9 +2,9 @@
 
 import pytest
 
-from medusa_core.acceptance import TypicalConfig
-from medusa_core.decoding import DecodeConfig, generate
-from medusa_core.trees import full_tree
+from medusa_core.engine.acceptance import TypicalConfig
+from medusa_core.engine.loop import DecodeConfig, generate
+from medusa_core.spec.trees import full_tree
 from tiny_models import greedy_reference, medusa_of, random_heads, tiny_base
 
 BASE = tiny_base("llama", seed=1)

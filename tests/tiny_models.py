@@ -15,11 +15,11 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from medusa_core.heads import HeadsConfig, MedusaHeads
-from medusa_core.models import BaseModel, MedusaModel
-from medusa_core.proposal_vocab import ProposalVocab
-from medusa_core.tree_attention import forward_hidden
-from medusa_core.trees import chain_tree
+from medusa_core.modeling.heads import HeadsConfig, MedusaHeads
+from medusa_core.modeling.models import BaseModel, MedusaModel
+from medusa_core.modeling.proposal_vocab import ProposalVocab
+from medusa_core.engine.verify import forward_hidden
+from medusa_core.spec.trees import chain_tree
 
 VOCAB = 96
 HIDDEN = 32

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .cpu_kernel import few_rows_kernel
+from medusa_core.accel.cpu_kernel import few_rows_kernel
 
 KERNEL_MAX_ROWS = 16
 MAX_ROWS = 5

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from .trees import TreeBuffers
+from medusa_core.engine.buffers import TreeBuffers
 
 
 def tree_attention_mask(buffers: TreeBuffers, prefix_len: int, dtype: torch.dtype) -> torch.Tensor:

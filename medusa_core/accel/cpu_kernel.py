@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .default_model import cache_root
+from medusa_core.modeling.default_model import cache_root
 
 SOURCE = Path(__file__).with_name("kernels") / "few_rows.c"
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared")

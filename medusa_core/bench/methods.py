@@ -24,11 +24,11 @@ from typing import Callable, Sequence
 import torch
 from transformers.generation.streamers import BaseStreamer
 
-from .context_lookup import LookupConfig
-from .decoding import DecodeConfig, generate
-from .device import synchronize
-from .models import BaseModel, MedusaModel
-from .trees import Path_
+from medusa_core.spec.lookup import LookupConfig
+from medusa_core.engine.loop import DecodeConfig, generate
+from medusa_core.modeling.device import synchronize
+from medusa_core.modeling.models import BaseModel, MedusaModel
+from medusa_core.spec.trees import Path_
 
 HF_GREEDY = "hf-greedy"
 HF_PROMPT_LOOKUP = "hf-prompt-lookup"

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .heads import HeadsConfig, MedusaHeads
+from medusa_core.modeling.heads import HeadsConfig, MedusaHeads
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "medusa_lm_head.safetensors"

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .models import BaseModel, encode_prompt
+from medusa_core.modeling.models import BaseModel, encode_prompt
 
 IGNORE = -100
 Progress = Callable[[int, int], None]

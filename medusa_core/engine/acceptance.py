@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .trees import TreeBuffers
+from medusa_core.engine.buffers import TreeBuffers
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,12 @@ from typing import Callable
 
 import torch
 
-from .decoding import head_topk, propose_logits, step_buffers
-from .device import synchronize
-from .models import BaseModel, MedusaModel, heads_spec_if_any, load_base_model, load_medusa
-from .tree_attention import prefill, verify_tree
-from .trees import TreeBuffers, full_tree
+from medusa_core.engine.loop import head_topk, propose_logits, step_buffers
+from medusa_core.modeling.device import synchronize
+from medusa_core.modeling.models import BaseModel, MedusaModel, heads_spec_if_any, load_base_model, load_medusa
+from medusa_core.engine.verify import prefill, verify_tree
+from medusa_core.engine.buffers import TreeBuffers
+from medusa_core.spec.trees import full_tree
 
 PROPOSAL_TOP_K = 10  # the widest top-k the shipped trees use
 

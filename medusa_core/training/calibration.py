@@ -12,10 +12,10 @@ from typing import Callable, Sequence
 import torch
 from transformers import DynamicCache
 
-from .decoding import DecodeConfig, generate, heads_logits
-from .distill_data import encode_prompts
-from .models import MedusaModel
-from .tree_attention import forward_hidden
+from medusa_core.engine.loop import DecodeConfig, generate, heads_logits
+from medusa_core.training.distill_data import encode_prompts
+from medusa_core.modeling.models import MedusaModel
+from medusa_core.engine.verify import forward_hidden
 
 ACCURACY_FORMAT = "medusa-accuracy/1"
 

@@ -18,8 +18,8 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from .distill_data import Conversation, encode_prompts, read_prompt_file, trim_response
-from .models import BaseModel
+from medusa_core.training.distill_data import Conversation, encode_prompts, read_prompt_file, trim_response
+from medusa_core.modeling.models import BaseModel
 
 FORMAT = "medusa-distill/1"
 ChunkProgress = Callable[[int, int, int], None]  # (prompts done, prompts total, answer tokens so far)

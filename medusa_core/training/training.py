@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .default_model import cache_root
-from .distill_data import (
+from medusa_core.modeling.default_model import cache_root
+from medusa_core.training.distill_data import (
     IGNORE,
     HiddenCache,
     build_hidden_cache,
@@ -28,10 +28,10 @@ from .distill_data import (
     save_conversations,
     save_hidden_cache,
 )
-from .heads import HeadsConfig, MedusaHeads
-from .heads_io import save_heads
-from .models import BaseModel
-from .proposal_vocab import lm_head_rows, positions_in
+from medusa_core.modeling.heads import HeadsConfig, MedusaHeads
+from medusa_core.modeling.heads_io import save_heads
+from medusa_core.modeling.models import BaseModel
+from medusa_core.modeling.proposal_vocab import lm_head_rows, positions_in
 
 CHECKPOINT = "training-checkpoint.pt"
 Stage = Callable[[str, int, int], None]  # (stage name, done, total)

@@ -24,12 +24,12 @@ from typing import Callable, Sequence
 import torch
 import transformers
 
-from . import default_model
-from .bench_methods import HF_ASSISTED, HF_GREEDY, HF_PROMPT_LOOKUP, MEDUSA, Method, Run, Runner, make_runner
-from .context_lookup import LookupConfig
-from .cpu_kernel import few_rows_kernel
-from .models import REPO_ROOT, BaseModel, MedusaModel, encode_prompt
-from .trees import Path_, chain_tree, load_tree_with_lookup, resolve_tree, tree_depth, validate_tree
+from medusa_core.modeling import default_model
+from medusa_core.bench.methods import HF_ASSISTED, HF_GREEDY, HF_PROMPT_LOOKUP, MEDUSA, Method, Run, Runner, make_runner
+from medusa_core.spec.lookup import LookupConfig
+from medusa_core.accel.cpu_kernel import few_rows_kernel
+from medusa_core.modeling.models import REPO_ROOT, BaseModel, MedusaModel, encode_prompt
+from medusa_core.spec.trees import Path_, chain_tree, load_tree_with_lookup, resolve_tree, tree_depth, validate_tree
 
 BENCH_FORMAT = "medusa-bench/1"
 BASELINE = HF_GREEDY

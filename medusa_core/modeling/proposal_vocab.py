@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .cpu_matmul import use_few_rows_linears
+from medusa_core.accel.cpu_matmul import use_few_rows_linears
 
 def lm_head_rows(lm_head: nn.Module, tokens: torch.Tensor | None, dtype: torch.dtype) -> nn.Linear:
     """A frozen copy of the lm_head in `dtype`, cut to the rows of `tokens` when given."""

@@ -9,18 +9,18 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from . import default_model
-from .context_lookup import LookupConfig
-from .cpu_attention import use_gqa_sdpa
-from .cpu_matmul import use_few_rows_linears
-from .device import resolve_device, resolve_dtype
-from .heads import HeadsConfig, MedusaHeads
-from .heads_io import HeadsLoadError, load_heads, load_proposal_tokens
-from .proposal_vocab import ProposalVocab
-from .trees import Path_, chain_tree, load_tree_with_lookup
+from medusa_core.modeling import default_model
+from medusa_core.spec.lookup import LookupConfig
+from medusa_core.accel.cpu_attention import use_gqa_sdpa
+from medusa_core.accel.cpu_matmul import use_few_rows_linears
+from medusa_core.modeling.device import resolve_device, resolve_dtype
+from medusa_core.modeling.heads import HeadsConfig, MedusaHeads
+from medusa_core.modeling.heads_io import HeadsLoadError, load_heads, load_proposal_tokens
+from medusa_core.modeling.proposal_vocab import ProposalVocab
+from medusa_core.spec.trees import Path_, chain_tree, load_tree_with_lookup
 
 DEFAULT = "default"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_HEADS = REPO_ROOT / "heads" / "smollm2-135m-instruct"
 DEFAULT_TREE_FILE = "tree.json"
 

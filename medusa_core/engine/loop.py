@@ -8,15 +8,16 @@ from typing import Iterator, Sequence
 
 import torch
 
-from .acceptance import TypicalConfig, accept_greedy, accept_typical, sample_typical
-from .context_lookup import LookupConfig, find_continuation
-from .cpu_matmul import MAX_ROWS
-from .device import synchronize
-from .models import MedusaModel, encode_prompt
-from .proposal_vocab import ProposalVocab
-from .traces import GenerationRecord, Node, StepRecord
-from .tree_attention import commit_kv, prefill, verify_tree
-from .trees import TreeBuffers, build_tree_buffers, tree_top_k, validate_tree
+from medusa_core.engine.acceptance import TypicalConfig, accept_greedy, accept_typical, sample_typical
+from medusa_core.spec.lookup import LookupConfig, find_continuation
+from medusa_core.accel.cpu_matmul import MAX_ROWS
+from medusa_core.modeling.device import synchronize
+from medusa_core.modeling.models import MedusaModel, encode_prompt
+from medusa_core.modeling.proposal_vocab import ProposalVocab
+from medusa_core.engine.records import GenerationRecord, Node, StepRecord
+from medusa_core.engine.verify import commit_kv, prefill, verify_tree
+from medusa_core.engine.buffers import TreeBuffers, build_tree_buffers
+from medusa_core.spec.trees import tree_top_k, validate_tree
 
 
 class PromptTooLongError(ValueError):

@@ -1,0 +1,1 @@
+"""Benchmarks: methods, the runner, reports and the latency profile."""

@@ -1,0 +1,1 @@
+"""The decoding engine: tree buffers, drafters, verification, acceptance, the loop and its records."""

@@ -1,0 +1,1 @@
+"""Models and heads: loading, heads and their checkpoints, devices, the embedded default model."""

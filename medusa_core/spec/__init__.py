@@ -1,0 +1,1 @@
+"""Torch-free specifications: tree validation, presets, tree files and the context lookup."""

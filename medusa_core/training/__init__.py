@@ -1,0 +1,1 @@
+"""Head training: self-distillation data, training and calibration."""

@@ -19,7 +19,7 @@ def step_of(paths: list[tuple[int, ...]], accepted: list[int]) -> StepRecord:
     buffers = build_tree_buffers(paths)
     nodes = [
         Node(100 + i, f"t{i}", int(d), int(r), 0.5, int(p))
-        for i, (d, r, p) in enumerate(zip(buffers.depth.tolist(), buffers.rank.tolist(), buffers.parent.tolist()))
+        for i, (d, r, p) in enumerate(zip(buffers.depth.tolist(), buffers.ranks, buffers.parent.tolist()))
     ]
     return StepRecord(nodes, accepted, [nodes[i].token_id for i in accepted], 0.01)
 
@@ -132,7 +132,7 @@ def test_lookup_nodes_are_their_own_red_group():
     sources = ["root", "heads", "heads", "lookup", "lookup"]
     nodes = [
         Node(100 + i, f"t{i}", int(d), int(r), 0.5, int(p), src)
-        for i, (d, r, p, src) in enumerate(zip(buffers.depth.tolist(), buffers.rank.tolist(), buffers.parent.tolist(), sources))
+        for i, (d, r, p, src) in enumerate(zip(buffers.depth.tolist(), buffers.ranks, buffers.parent.tolist(), sources))
     ]
     view = figures.step_tree_view(nodes, [0, 3, 4])
     assert view.lookup == frozenset({3, 4})

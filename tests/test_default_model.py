@@ -41,3 +41,20 @@ def test_default_model_loads_from_the_converted_cache():
     assert base.model_id == default_model.HUB_ID
     assert base.model.config.num_hidden_layers == 30 and base.hidden_size == 576 and base.vocab_size == 49152
     assert base.tokenizer.chat_template is not None
+
+
+def test_converted_model_loads_without_the_gguf_quantizer(tmp_path, monkeypatch):
+    """An older cache kept GGUF's quantization_config, so every load went through the quantizer."""
+    monkeypatch.setenv("MEDUSA_CACHE", str(tmp_path))
+    folder = default_model.converted_folder()
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "quantization_config": {"quant_method": "gguf"}}))
+    (folder / default_model.MARKER).write_text("{}")
+    default_model.default_model_path()
+    assert "quantization_config" not in json.loads((folder / "config.json").read_text())
+
+
+def test_default_model_has_no_quantizer():
+    base = load_base_model(None, "cpu")
+    assert getattr(base.model, "hf_quantizer", None) is None
+    assert "quantization_config" not in json.loads((default_model.converted_folder() / "config.json").read_text())

@@ -64,7 +64,7 @@ def test_flat_layout_properties(tree):
     assert b.depth[0] == 0 and b.parent[0] == -1
     for i, path in enumerate(b.paths, start=1):
         assert b.depth[i] == len(path)
-        assert b.head[i] == len(path) - 1 and b.rank[i] == path[-1]
+        assert b.depths[i] == len(path) and b.ranks[i] == path[-1]
         parent = int(b.parent[i])
         assert parent < i  # parents come first, so committing KV in order is safe
         assert (b.paths[parent - 1] if parent else ()) == path[:-1]

@@ -6,7 +6,9 @@ from typing import Callable
 
 import torch
 
-from medusa_core.engine.loop import head_topk, propose_logits, step_buffers
+from medusa_core.engine.buffers import build_tree_buffers
+from medusa_core.engine.loop import head_topk, propose_logits
+from medusa_core.modeling.logits import final_logits
 from medusa_core.modeling.device import synchronize
 from medusa_core.modeling.models import BaseModel, MedusaModel, heads_spec_if_any, load_base_model, load_medusa
 from medusa_core.engine.verify import prefill, verify_tree
@@ -42,14 +44,14 @@ def tree_forward_fn(model: BaseModel | MedusaModel, prefix_len: int = 200, seed:
 
     def forward(n_tokens: int) -> None:
         if n_tokens not in buffers_by_size:
-            buffers_by_size[n_tokens] = step_buffers(tree_of_size(n_tokens)).to(base.device)
+            buffers_by_size[n_tokens] = build_tree_buffers(tree_of_size(n_tokens), all_logits=None).to(base.device)
         buffers = buffers_by_size[n_tokens]
         tokens = torch.randint(0, vocab, (n_tokens,), generator=gen).to(base.device)
         with torch.inference_mode():
             hidden = verify_tree(base.model, cache, tokens, buffers, prefix_len)
-            base.model.get_output_embeddings()(hidden[buffers.internal])  # as decoding does
+            final_logits(base.model, hidden[buffers.internal])  # as decoding does
             if medusa is not None and n_tokens > 1:
-                head_topk(propose_logits(medusa, hidden[0], buffers), PROPOSAL_TOP_K, medusa.proposal)
+                head_topk(propose_logits(medusa, hidden[0], buffers.max_depth), PROPOSAL_TOP_K, medusa.proposal)
             cache.crop(prefix_len - cache.get_seq_length())
         synchronize(base.device)
 

@@ -26,16 +26,19 @@ class TypicalConfig:
             raise ValueError(f"posterior alpha must be in (0, 1], got {self.posterior_alpha}")
 
 
-def longest_accepted_path(node_ok: torch.Tensor, buffers: TreeBuffers) -> torch.Tensor:
-    """node_ok [N] bool (root ignored) -> node ids of the longest root path of accepted nodes."""
+def longest_accepted_path(node_ok: torch.Tensor, buffers: TreeBuffers) -> tuple[torch.Tensor, torch.Tensor]:
+    """node_ok [N] bool (root ignored) -> the longest root path of accepted nodes, on the device
+    (no host round trip): its node ids [D+1] padded with -1, and its node count [] (root included)."""
     rows = buffers.retrieve  # [L, D+1]
     ok = torch.where(rows[:, 1:] >= 0, node_ok[rows[:, 1:].clamp(min=0)], False)  # [L, D]
     lengths = ok.to(torch.long).cumprod(dim=1).sum(dim=1)  # [L]
-    best = int(torch.argmax(lengths))
-    return rows[best, : int(lengths[best]) + 1]
+    best = torch.argmax(lengths)  # the first of the longest
+    return rows[best], lengths[best] + 1
 
 
-def accept_greedy(node_tokens: torch.Tensor, internal_logits: torch.Tensor, buffers: TreeBuffers) -> torch.Tensor:
+def accept_greedy(
+    node_tokens: torch.Tensor, internal_logits: torch.Tensor, buffers: TreeBuffers
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A node is right when it is its parent's argmax; siblings differ, so this is exact greedy.
     internal_logits [I, V] are the logits of the nodes that have children (buffers.internal)."""
     predicted = internal_logits.argmax(dim=-1)  # [I]
@@ -56,7 +59,7 @@ def tempered_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 def accept_typical(
     node_tokens: torch.Tensor, internal_logits: torch.Tensor, buffers: TreeBuffers, config: TypicalConfig
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     probs = tempered_probs(internal_logits, config.temperature)  # [I, V]
     threshold = typical_threshold(probs, config)  # [I]
     p_token = probs[buffers.parent_row, node_tokens]  # [N] parent's probability of each node's token

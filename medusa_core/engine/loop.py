@@ -1,4 +1,10 @@
-"""The Medusa decoding loop: propose, verify in one pass, accept, commit, repeat; traced."""
+"""The Medusa decoding loop: draft, verify in one pass, accept, commit, repeat; traced.
+
+Host and device meet twice a step, each time for one small packed transfer: the accepted path
+(to commit the cache and pick where the next root is read), then the next root with the heads'
+top-k (what the next step drafts from). Everything else a step needs on the host (the tree's
+shape, its tokens, the trace) is host-side already.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +15,16 @@ from typing import Iterator, Sequence
 import torch
 
 from medusa_core.engine.acceptance import TypicalConfig, accept_greedy, accept_typical, sample_typical
-from medusa_core.spec.lookup import LookupConfig, find_continuation
-from medusa_core.accel.cpu_matmul import MAX_ROWS
-from medusa_core.modeling.device import synchronize
-from medusa_core.modeling.models import MedusaModel, encode_prompt
-from medusa_core.modeling.proposal_vocab import ProposalVocab
+from medusa_core.engine.buffers import TreeBuffers, layout_from_parents
+from medusa_core.engine.drafters import DraftContext, Drafter, HeadsDrafter, LookupDrafter, MergedTree, merge_drafts
 from medusa_core.engine.records import GenerationRecord, Node, StepRecord
 from medusa_core.engine.verify import commit_kv, prefill, verify_tree
-from medusa_core.engine.buffers import TreeBuffers, build_tree_buffers
-from medusa_core.spec.trees import tree_top_k, validate_tree
+from medusa_core.modeling.device import synchronize
+from medusa_core.modeling.logits import final_logits
+from medusa_core.modeling.models import MedusaModel, encode_prompt
+from medusa_core.modeling.proposal_vocab import ProposalVocab
+from medusa_core.spec.lookup import LookupConfig
+from medusa_core.spec.trees import Path_, tree_depth, tree_top_k, validate_tree
 
 
 class PromptTooLongError(ValueError):
@@ -48,14 +55,27 @@ class DecodeConfig:
         )
 
 
-@dataclass
+def to_host(*tensors: torch.Tensor) -> list[list[float]]:
+    """One device-to-host transfer for several small tensors: each flattened, as floats (token ids
+    below 2**53 are exact)."""
+    flat = [t.reshape(-1).to(torch.float64) for t in tensors]
+    values = torch.cat(flat).tolist()
+    out, at = [], 0
+    for t in flat:
+        out.append(values[at : at + t.numel()])
+        at += t.numel()
+    return out
+
+
+@dataclass(frozen=True)
 class _State:
-    """Where decoding stands: cache length, the pending root and the heads' proposals for it."""
+    """Where decoding stands (host-side): cache length, the pending root and the heads' top-k there."""
 
     prefix_len: int
     root: int
     root_prob: float
-    head_logits: torch.Tensor  # [K, U] heads' logits at the last accepted position
+    head_tokens: list[list[int]]  # [D][k]
+    head_probs: list[list[float]]  # [D][k]
 
 
 def head_topk(head_logits: torch.Tensor, top_k: int, proposal: ProposalVocab | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,25 +86,6 @@ def head_topk(head_logits: torch.Tensor, top_k: int, proposal: ProposalVocab | N
     return tokens, top.values
 
 
-def propose(
-    state: _State, buffers: TreeBuffers, top_k: int, proposal: ProposalVocab | None, drafted: Sequence[int] = ()
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lay the tree's tokens out flat: node tokens [N] and their proposal probabilities [N]
-    (root, the heads' nodes, then the `drafted` lookup chain, whose probability is 0: unknown)."""
-    device = buffers.depth.device
-    tokens = [torch.tensor([state.root], device=device)]
-    probs = [torch.tensor([state.root_prob], device=device)]
-    if buffers.num_head_nodes > 1:
-        head_tokens, head_probs = head_topk(state.head_logits, top_k, proposal)  # [K, k]
-        heads, ranks = buffers.head[1 : buffers.num_head_nodes], buffers.rank[1 : buffers.num_head_nodes]
-        tokens.append(head_tokens[heads, ranks])
-        probs.append(head_probs[heads, ranks])
-    if buffers.lookup:
-        tokens.append(torch.tensor(drafted[: buffers.lookup], device=device))
-        probs.append(torch.zeros(buffers.lookup, device=device))
-    return torch.cat(tokens), torch.cat(probs)
-
-
 def heads_logits(medusa: MedusaModel, hidden: torch.Tensor, num_heads: int | None = None) -> torch.Tensor:
     """The first `num_heads` (default all) heads' logits [K, ..., U] over their proposal
     vocabulary (U = V without one)."""
@@ -93,25 +94,22 @@ def heads_logits(medusa: MedusaModel, hidden: torch.Tensor, num_heads: int | Non
     return medusa.proposal.logits(medusa.heads.head_states(hidden, num_heads))
 
 
-def propose_logits(medusa: MedusaModel, hidden: torch.Tensor, heads_tree: TreeBuffers) -> torch.Tensor:
-    """Logits [D, U] of the heads the tree uses (D = its depth): a shallow tree skips the deep
+def propose_logits(medusa: MedusaModel, hidden: torch.Tensor, depth: int) -> torch.Tensor:
+    """Logits [D, U] of the heads a tree of this depth uses: a shallow tree skips the deep
     heads' projections, a visible share of a CPU step; none for the empty tree (plain greedy)."""
-    if heads_tree.num_nodes == 1:
+    if depth == 0:
         return hidden.new_empty(0, 0)
-    return heads_logits(medusa, hidden, heads_tree.max_depth)
+    return heads_logits(medusa, hidden, depth)
 
 
-def logits_at(node: int, hidden: torch.Tensor, internal_logits: torch.Tensor, buffers: TreeBuffers, lm_head: torch.nn.Module) -> torch.Tensor:
-    """Base logits [V] at a node: computed already for internal nodes, on demand for a leaf."""
-    row = buffers.internal_row[node]
-    return internal_logits[row] if row >= 0 else lm_head(hidden[node])
-
-
-def next_root(logits: torch.Tensor, config: DecodeConfig, generator: torch.Generator) -> tuple[int, float]:
-    """The base model's own next token at the last accepted node, and its probability."""
-    probs = torch.softmax(logits.float(), dim=-1)
-    token = int(logits.argmax()) if config.typical is None else sample_typical(logits, config.typical, generator)
-    return token, float(probs[token])
+def next_root(logits: torch.Tensor, config: DecodeConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The base model's own next token at the last accepted node and its probability (device)."""
+    probs = torch.softmax(logits.float(), dim=-1)  # [V]
+    if config.typical is None:
+        token = logits.argmax()
+    else:
+        token = torch.tensor(sample_typical(logits, config.typical, generator), device=logits.device)
+    return token, probs[token]
 
 
 def stop_in(tokens: Sequence[int], eos: frozenset[int], budget: int) -> tuple[list[int], str | None]:
@@ -126,37 +124,20 @@ def stop_in(tokens: Sequence[int], eos: frozenset[int], budget: int) -> tuple[li
     return out, ("max_new_tokens" if len(out) == budget else None)
 
 
-def node_sources(buffers: TreeBuffers) -> list[str]:
-    return ["root"] + ["heads"] * (buffers.num_head_nodes - 1) + ["lookup"] * buffers.lookup
-
-
-def trace_nodes(medusa: MedusaModel, node_tokens: torch.Tensor, node_probs: torch.Tensor, buffers: TreeBuffers, with_text: bool) -> list[Node]:
-    ids = node_tokens.tolist()
-    texts = medusa.base.tokenizer.batch_decode([[i] for i in ids]) if with_text else [""] * len(ids)
+def trace_nodes(medusa: MedusaModel, tree: MergedTree, buffers: TreeBuffers, with_text: bool) -> list[Node]:
+    texts = medusa.base.tokenizer.batch_decode([[i] for i in tree.tokens]) if with_text else [""] * len(tree.tokens)
     return [
-        Node(i, t, d, r, p, par, src)
-        for i, t, d, r, p, par, src in zip(
-            ids,
-            texts,
-            buffers.depth.tolist(),
-            buffers.rank.tolist(),
-            node_probs.tolist(),
-            buffers.parent.tolist(),
-            node_sources(buffers),
+        Node(t, text, d, r, p, par, src)
+        for t, text, d, r, p, par, src in zip(
+            tree.tokens, texts, buffers.depths, tree.ranks, tree.probs, tree.parents, tree.sources
         )
     ]
 
 
-def step_buffers(paths: Sequence[Sequence[int]], lookup: int = 0) -> TreeBuffers:
-    """A step's layout of the heads' tree and a lookup chain. Up to MAX_ROWS nodes the lm_head
-    runs on all of them: a few rows cost what one does."""
-    return build_tree_buffers(paths, lookup, all_logits=len(paths) + 1 + lookup <= MAX_ROWS)
-
-
-def tree_layouts(paths: Sequence[Sequence[int]], lookup: LookupConfig | None, device: torch.device) -> list[TreeBuffers]:
-    """The heads' tree with a lookup chain of every length the lookup can find: [0..tokens]."""
-    lengths = range((lookup.tokens if lookup else 0) + 1)
-    return [step_buffers(paths, n).to(device) for n in lengths]
+def drafters_for(paths: tuple[Path_, ...], lookup: LookupConfig | None) -> list[Drafter]:
+    """The heads' tree first (its nodes lead the layout), then the context lookup."""
+    drafters: list[Drafter] = [HeadsDrafter(paths)] if paths else []
+    return drafters + ([LookupDrafter(lookup)] if lookup else [])
 
 
 def check_prompt_fits(prompt_len: int, context: int, tree_depth: int) -> None:
@@ -169,6 +150,20 @@ def check_prompt_fits(prompt_len: int, context: int, tree_depth: int) -> None:
         )
 
 
+class Layouts:
+    """Tree layouts by shape, built once per distinct shape on the decoding device."""
+
+    def __init__(self, paths: tuple[Path_, ...], device: torch.device) -> None:
+        self.paths, self.device = paths, device
+        self.by_parents: dict[tuple[int, ...], TreeBuffers] = {}
+
+    def __call__(self, parents: tuple[int, ...]) -> TreeBuffers:
+        if parents not in self.by_parents:
+            self.by_parents[parents] = layout_from_parents(self.paths, parents).to(self.device)
+        return self.by_parents[parents]
+
+
+@torch.inference_mode()  # a decorated generator re-enters the mode on every resume, on any thread
 def stream_generation(
     medusa: MedusaModel,
     prompt: str,
@@ -179,61 +174,69 @@ def stream_generation(
     """Yield a StepRecord per decoding step, then the GenerationRecord with the totals."""
     base = medusa.base
     paths = validate_tree(medusa.default_tree if tree is None else tree, medusa.num_heads)
-    layouts = tree_layouts(paths, config.lookup, base.device)
-    heads_only = layouts[0]
-    max_depth = max(b.max_depth for b in layouts)
-    top_k = tree_top_k(paths)
+    drafters = drafters_for(paths, config.lookup)
+    heads_depth, top_k = tree_depth(paths), tree_top_k(paths)
+    max_depth = max(heads_depth, config.lookup.tokens if config.lookup else 0)
     ids = list(prompt_ids) if prompt_ids is not None else encode_prompt(base.tokenizer, prompt, config.chat)
     check_prompt_fits(len(ids), base.context_length, max_depth)
     if medusa.proposal is not None and top_k > medusa.proposal.size:
         raise ValueError(f"the tree needs each head's top {top_k} but the heads propose from only {medusa.proposal.size} tokens")
     generator = torch.Generator().manual_seed(config.seed)
-    lm_head = base.model.get_output_embeddings()
+    layouts = Layouts(paths, base.device)
 
-    with torch.inference_mode():
-        synchronize(base.device)
-        start = time.perf_counter()
-        cache, hidden = prefill(base.model, torch.tensor(ids, device=base.device))
-        root, root_prob = next_root(lm_head(hidden), config, generator)
-        state = _State(len(ids), root, root_prob, propose_logits(medusa, hidden, heads_only))
-        in_cache = list(ids)  # token ids whose KV entries the cache holds
-        out: list[int] = []
-        steps: list[StepRecord] = []
-        stop = None
-        step_start = start
-        while stop is None:
-            if state.prefix_len + max_depth + 1 > base.context_length:
-                stop = "context"
-                break
-            drafted = find_continuation(in_cache + [state.root], config.lookup) if config.lookup else []
-            buffers = layouts[len(drafted)]
-            node_tokens, node_probs = propose(state, buffers, top_k, medusa.proposal, drafted)
-            hidden = verify_tree(base.model, cache, node_tokens, buffers, state.prefix_len)  # [N, d]
-            internal_logits = lm_head(hidden[buffers.internal])  # [I, V]: big trees' leaves are rarely needed
-            if config.typical is None:
-                accepted = accept_greedy(node_tokens, internal_logits, buffers)
-            else:
-                accepted = accept_typical(node_tokens, internal_logits, buffers, config.typical)
-            commit_kv(cache, state.prefix_len, accepted)
-            last = int(accepted[-1])
-            root, root_prob = next_root(logits_at(last, hidden, internal_logits, buffers, lm_head), config, generator)
-            accepted_tokens = node_tokens[accepted].tolist()
-            in_cache.extend(accepted_tokens)
-            emitted, stop = stop_in(accepted_tokens, base.eos_token_ids, config.max_new_tokens - len(out))
-            state = _State(state.prefix_len + len(accepted), root, root_prob, propose_logits(medusa, hidden[last], heads_only))
-            out.extend(emitted)
-            synchronize(base.device)
-            now = time.perf_counter()
-            step = StepRecord(
-                trace_nodes(medusa, node_tokens, node_probs, buffers, config.trace_text),
-                accepted.tolist(),
-                emitted,
-                now - step_start,
-            )
-            step_start = now
-            steps.append(step)
-            yield step
-        seconds = time.perf_counter() - start
+    def read_next(hidden_last: torch.Tensor, root_logits: torch.Tensor, prefix_len: int) -> _State:
+        """The next root and the heads' top-k at the last accepted position: one transfer."""
+        root, root_prob = next_root(root_logits, config, generator)
+        if heads_depth:
+            tokens, probs = head_topk(propose_logits(medusa, hidden_last, heads_depth), top_k, medusa.proposal)
+        else:
+            tokens = probs = root_prob.new_empty(0)
+        root_h, prob_h, tokens_h, probs_h = to_host(root, root_prob, tokens, probs)
+        rows = [tokens_h[i : i + top_k] for i in range(0, len(tokens_h), top_k)] if heads_depth else []
+        prob_rows = [probs_h[i : i + top_k] for i in range(0, len(probs_h), top_k)] if heads_depth else []
+        return _State(prefix_len, int(root_h[0]), prob_h[0], [[int(t) for t in r] for r in rows], prob_rows)
+
+    synchronize(base.device)
+    start = time.perf_counter()
+    cache, hidden = prefill(base.model, torch.tensor(ids, device=base.device))
+    state = read_next(hidden, final_logits(base.model, hidden), len(ids))
+    in_cache = list(ids)  # token ids whose KV entries the cache holds
+    out: list[int] = []
+    steps: list[StepRecord] = []
+    stop = None
+    step_start = start
+    while stop is None:
+        if state.prefix_len + max_depth + 1 > base.context_length:
+            stop = "context"
+            break
+        ctx = DraftContext(in_cache + [state.root], state.head_tokens, state.head_probs)
+        merged = merge_drafts(state.root, state.root_prob, [d.draft(ctx) for d in drafters])
+        buffers = layouts(merged.parents)
+        node_tokens = torch.tensor(merged.tokens, device=base.device)  # [N]
+        hidden = verify_tree(base.model, cache, node_tokens, buffers, state.prefix_len)  # [N, d]
+        internal_logits = final_logits(base.model, hidden[buffers.internal])  # [I, V]: big trees' leaves are rarely needed
+        if config.typical is None:
+            path, length = accept_greedy(node_tokens, internal_logits, buffers)
+        else:
+            path, length = accept_typical(node_tokens, internal_logits, buffers, config.typical)
+        path_h, length_h = to_host(path, length)
+        accepted = [int(i) for i in path_h[: int(length_h[0])]]
+        last = accepted[-1]
+        row = buffers.internal_row[last]
+        root_logits = internal_logits[row] if row >= 0 else final_logits(base.model, hidden[last])
+        next_state = read_next(hidden[last], root_logits, state.prefix_len + len(accepted))
+        commit_kv(cache, state.prefix_len, accepted)
+        accepted_tokens = [merged.tokens[i] for i in accepted]
+        in_cache.extend(accepted_tokens)
+        emitted, stop = stop_in(accepted_tokens, base.eos_token_ids, config.max_new_tokens - len(out))
+        out.extend(emitted)
+        state = next_state
+        now = time.perf_counter()  # the transfer above waited for the device: no sync needed
+        step = StepRecord(trace_nodes(medusa, merged, buffers, config.trace_text), accepted, emitted, now - step_start)
+        step_start = now
+        steps.append(step)
+        yield step
+    seconds = time.perf_counter() - start
     yield GenerationRecord(
         model=base.name,
         heads=medusa.heads_name,

@@ -60,6 +60,8 @@ def convert_gguf(folder: Path) -> Path:
     plain = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
     plain.load_state_dict(loaded.state_dict())
     plain.generation_config = loaded.generation_config
+    if hasattr(plain.config, "quantization_config"):  # dequantised: loading must not go through the GGUF quantizer
+        del plain.config.quantization_config
     plain.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / MARKER).write_text(json.dumps({"source": str(source), "gguf": GGUF_FILE}))
@@ -68,10 +70,25 @@ def convert_gguf(folder: Path) -> Path:
     return folder
 
 
+def drop_gguf_quantization(folder: Path) -> None:
+    """Caches converted by earlier versions kept GGUF's quantization_config: remove it in place."""
+    config_file = folder / "config.json"
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        return  # a corrupt cache is reported when the model loads
+    if isinstance(config, dict) and "quantization_config" in config:
+        del config["quantization_config"]
+        tmp = config_file.with_suffix(".partial")
+        tmp.write_text(json.dumps(config, indent=2))
+        tmp.rename(config_file)
+
+
 def default_model_path() -> str:
     """The converted local folder, converting first if needed."""
     folder = converted_folder()
     if is_converted(folder):
+        drop_gguf_quantization(folder)
         return str(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     return str(convert_gguf(folder))

@@ -16,6 +16,7 @@ from medusa_core.accel.cpu_matmul import use_few_rows_linears
 from medusa_core.modeling.device import resolve_device, resolve_dtype
 from medusa_core.modeling.heads import HeadsConfig, MedusaHeads
 from medusa_core.modeling.heads_io import HeadsLoadError, load_heads, load_proposal_tokens
+from medusa_core.modeling.logits import check_logits
 from medusa_core.modeling.proposal_vocab import ProposalVocab
 from medusa_core.spec.trees import Path_, chain_tree, load_tree_with_lookup
 
@@ -57,11 +58,19 @@ class BaseModel:
 
     @property
     def eos_token_ids(self) -> frozenset[int]:
+        """Where decoding stops: the generation config's EOS ids, as `model.generate()` stops (none
+        when it has none, whatever the tokenizer says)."""
         eos = self.model.generation_config.eos_token_id
-        if eos is None:
-            eos = self.tokenizer.eos_token_id
         ids = eos if isinstance(eos, (list, tuple)) else [eos]
         return frozenset(int(i) for i in ids if i is not None)
+
+    @property
+    def pad_token_id(self) -> int:
+        """A token for left padding in batches (never attended to)."""
+        for pad in (self.tokenizer.pad_token_id, self.model.generation_config.pad_token_id, self.tokenizer.eos_token_id):
+            if pad is not None:
+                return int(pad)
+        return min(self.eos_token_ids, default=0)
 
 
 @dataclass(frozen=True)
@@ -94,21 +103,41 @@ def resolve_model_path(spec: str | None) -> str:
         return default_model.HUB_ID
 
 
+def load_causal_lm(path: str, dev: torch.device, dt: torch.dtype) -> PreTrainedModel:
+    """The model straight onto its device; PyTorch's SDPA attention where the model supports it,
+    else its own (Gemma-2's soft-capped attention is eager only)."""
+    kwargs: dict = {"dtype": dt, "device_map": str(dev)}
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa", **kwargs)
+    except ValueError as err:
+        if "attention implementation" not in str(err) and "sdpa" not in str(err).lower():
+            raise
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+
+
+def prepare_base(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str, dev: torch.device, dt: torch.dtype) -> BaseModel:
+    """Frozen, in eval mode, checked: refused by name when decoding cannot reproduce its logits."""
+    model.eval().requires_grad_(False)
+    problem = check_logits(model, dev)
+    if problem:
+        raise ModelLoadError(f"cannot decode {name!r}: {problem}")
+    if dev.type == "cpu":
+        use_gqa_sdpa(use_few_rows_linears(model))
+    return BaseModel(model, tokenizer, name, dev, dt)
+
+
 def load_base_model(spec: str | None = None, device: str = "auto", dtype: str = "auto") -> BaseModel:
     path = resolve_model_path(spec)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dt, attn_implementation="sdpa")
+        model = load_causal_lm(path, dev, dt)
     except Exception as err:
         if default_model.is_converted(Path(path)):
             raise ModelLoadError(default_model.corrupt_cache_message(path, err)) from err
         raise ModelLoadError(f"cannot load base model {path!r}: {err}") from err
-    model.to(dev).eval().requires_grad_(False)
-    if dev.type == "cpu":
-        use_gqa_sdpa(use_few_rows_linears(model))
-    return BaseModel(model, tokenizer, path, dev, dt)
+    return prepare_base(model, tokenizer, path, dev, dt)
 
 
 def fresh_heads(base: BaseModel, num_heads: int = 4, num_layers: int = 1) -> MedusaHeads:

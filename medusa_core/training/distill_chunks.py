@@ -81,7 +81,7 @@ def check_chunk(path: Path, header: dict) -> int:
 
 def generate_batch(base: BaseModel, batch: Sequence[list[int]], max_new_tokens: int) -> list[list[int]]:
     """Greedy answers for prompts of different lengths at once, with left padding."""
-    pad = base.tokenizer.pad_token_id if base.tokenizer.pad_token_id is not None else min(base.eos_token_ids)
+    pad = base.pad_token_id
     width = max(len(ids) for ids in batch)
     input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch], device=base.device)  # [B, W]
     mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(ids) for ids in batch])[:, None]).long()

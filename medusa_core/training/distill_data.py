@@ -56,7 +56,7 @@ def generate_responses(
     """Greedy continuations, batched with left padding (numerically a hair off unbatched greedy),
     and their hidden states [len(response), d] fp16 at the positions the heads read (the last
     prompt token onward), kept from generation so they need not be computed again."""
-    pad = base.tokenizer.pad_token_id if base.tokenizer.pad_token_id is not None else min(base.eos_token_ids)
+    pad = base.pad_token_id
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))  # less padding
     conversations: dict[int, Conversation] = {}
     hidden: dict[int, torch.Tensor] = {}

@@ -9,9 +9,9 @@ from medusa_core.accel.cpu_attention import use_gqa_sdpa
 from medusa_core.accel.cpu_matmul import use_few_rows_linears
 from medusa_core.engine.loop import DecodeConfig, PromptTooLongError, generate
 from medusa_core.spec.trees import chain_tree, full_tree, preset_tree, validate_tree
-from tiny_models import ARCHS, VOCAB, ReferenceHeads, greedy_reference, medusa_of, random_heads, tiny_base
+from tiny_models import ALL_ARCHS, ARCHS, VOCAB, ReferenceHeads, greedy_reference, medusa_of, random_heads, tiny_base
 
-BASES = {arch: tiny_base(arch) for arch in ARCHS}
+BASES = {arch: tiny_base(arch) for arch in ALL_ARCHS}
 
 
 @st.composite
@@ -31,7 +31,7 @@ def trees(draw, num_heads=4, top_k=5, max_nodes=24):
 prompts = st.lists(st.integers(1, VOCAB - 1), min_size=1, max_size=12)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ALL_ARCHS)
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tree=trees(), prompt=prompts, seed=st.integers(0, 3), n=st.integers(1, 24))
 def test_random_heads_random_trees_equal_greedy(arch, tree, prompt, seed, n):
@@ -56,7 +56,7 @@ def test_few_rows_linears_keep_decoding_lossless(arch, tree, prompt, seed):
     assert record.tokens == greedy_reference(base, prompt, 16)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ALL_ARCHS)
 @pytest.mark.parametrize("tree", [chain_tree(4), full_tree(2, 3), preset_tree("mc_sim_7b_63")], ids=["chain4", "full2x3", "mc_sim"])
 def test_oracle_heads_accept_the_whole_depth(arch, tree):
     base = BASES[arch]

@@ -5,14 +5,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
     GPT2Config,
     GPT2LMHeadModel,
     GPTNeoXConfig,
     GPTNeoXForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
 )
 
 from medusa_core.modeling.heads import HeadsConfig, MedusaHeads
@@ -24,6 +32,10 @@ from medusa_core.spec.trees import chain_tree
 VOCAB = 96
 HIDDEN = 32
 ARCHS = ("llama", "gpt2", "qwen2", "gpt_neox")
+# Sliding windows shorter than the tests' generations; Gemma-2 soft-caps its attention and logits.
+WINDOW = 12
+WINDOWED_ARCHS = ("mistral", "qwen3", "gemma2", "phi3")
+ALL_ARCHS = ARCHS + WINDOWED_ARCHS
 
 
 def tiny_causal_lm(arch: str, seed: int = 0, context: int = 256) -> nn.Module:
@@ -41,6 +53,8 @@ def tiny_causal_lm(arch: str, seed: int = 0, context: int = 256) -> nn.Module:
     elif arch == "gpt_neox":
         cfg = GPTNeoXConfig(hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=context, **common)
         model = GPTNeoXForCausalLM(cfg)
+    elif arch in WINDOWED_ARCHS:
+        model = windowed_causal_lm(arch, context, common)
     else:
         raise ValueError(arch)
     # Larger weights than the default init so random models don't collapse to one token.
@@ -51,6 +65,19 @@ def tiny_causal_lm(arch: str, seed: int = 0, context: int = 256) -> nn.Module:
     model.generation_config.eos_token_id = None
     model.generation_config.pad_token_id = 0
     return model.eval().requires_grad_(False)
+
+
+def windowed_causal_lm(arch: str, context: int, common: dict) -> nn.Module:
+    gqa = dict(hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+               max_position_embeddings=context, sliding_window=WINDOW, **common)
+    if arch == "mistral":  # every layer slides
+        return MistralForCausalLM(MistralConfig(**gqa))
+    if arch == "qwen3":  # layer 0 full, layer 1 sliding
+        return Qwen3ForCausalLM(Qwen3Config(head_dim=8, use_sliding_window=True, max_window_layers=1, **gqa))
+    if arch == "gemma2":  # alternating sliding / full, soft-capped attention and logits, eager attention only
+        return Gemma2ForCausalLM(Gemma2Config(head_dim=8, final_logit_softcapping=3.0, attn_logit_softcapping=5.0,
+                                              query_pre_attn_scalar=8, **gqa))
+    return Phi3ForCausalLM(Phi3Config(pad_token_id=0, bos_token_id=1, eos_token_id=2, **gqa))  # every layer slides
 
 
 class StubTokenizer:

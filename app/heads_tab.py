@@ -44,9 +44,9 @@ def builtin_prompt_sets() -> list[str]:
 
 def shipped_table(medusa: MedusaModel) -> AccuracyTable | None:
     """The accuracy table stored beside the heads (accuracy.json or *accuracy*.json), if any."""
-    folder = Path(medusa.heads_name)
-    if not folder.is_dir():
+    if medusa.heads_folder is None:
         return None
+    folder = Path(medusa.heads_folder)
     for path in [folder / "accuracy.json", *sorted(folder.glob("*accuracy*.json"))]:
         if path.is_file():
             return load_accuracy_table(path)
@@ -121,9 +121,9 @@ def make_handlers(store: ModelStore):
             prompts = load_prompts(prompt_set, upload, count)
             medusa = store.get(key)
             progress((0, len(prompts)), desc="calibrating", unit="prompts")
-            data = calibrate(medusa, prompts, int(max_new_tokens), int(top_k),
-                             progress=lambda done, total: progress((done, total), desc="calibrating", unit="prompts"))
-            table = table_from_json(data)
+            table = calibrate(medusa, prompts, int(max_new_tokens), int(top_k),
+                              progress=lambda done, total: progress((done, total), desc="calibrating", unit="prompts"))
+            data = table.to_json()
         table, heatmap, info = table_view(table, f"calibrated on {len(prompts)} prompts of '{prompt_set}'", False)
         return table, heatmap, info, gr.Dropdown(value=SESSION), gr.File(write_download("accuracy.json", json.dumps(data)), visible=True)
 

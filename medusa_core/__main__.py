@@ -1,4 +1,4 @@
-"""`python -m medusa_core <command>`: generate, train-heads, calibrate, bench."""
+"""`python -m medusa_core <command>`: generate, distill, train-heads, calibrate, bench."""
 
 from __future__ import annotations
 
@@ -6,6 +6,11 @@ import argparse
 import sys
 
 from medusa_core.cli import COMMANDS
+from medusa_core.modeling.default_model import DefaultModelError
+from medusa_core.modeling.models import ModelLoadError
+
+# What a user can fix (bad input, a missing model): one line. Anything else is a fault: traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, ModelLoadError, DefaultModelError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command][1](args)
-    except (ValueError, RuntimeError, FileNotFoundError) as err:
+    except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -15,7 +15,7 @@ from medusa_core.engine.loop import DecodeConfig, generate
 from medusa_core.modeling.device import DEVICE_CHOICES, DTYPE_CHOICES
 from medusa_core.training.distill_data import read_prompt_file
 from medusa_core.modeling.models import load_base_model, load_medusa
-from medusa_core.spec.trees import resolve_tree
+from medusa_core.spec.trees import is_tree_file, resolve_tree_with_lookup
 
 
 def add_model_args(p: argparse.ArgumentParser, heads: bool = True) -> None:
@@ -88,11 +88,22 @@ def generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the generation record as JSON")
 
 
+def tree_and_lookup(spec: str | None, heads_lookup: LookupConfig | None) -> tuple[tuple | None, LookupConfig | None]:
+    """--tree: a tree file brings its own lookup (none if it records none); a preset or a JSON
+    list keeps the heads' recommended one; no --tree is the heads' tree with its lookup."""
+    if spec is None:
+        return None, heads_lookup
+    paths, file_lookup = resolve_tree_with_lookup(spec)
+    return paths, (file_lookup if is_tree_file(spec) else heads_lookup)
+
+
 def run_generate(args: argparse.Namespace) -> int:
     prompts = [args.prompt] if args.prompt is not None else read_prompt_file(args.prompts)
-    tree = resolve_tree(args.tree) if args.tree else None
+    if args.tree:
+        resolve_tree_with_lookup(args.tree)  # a bad tree fails before the model loads
     medusa = load_medusa(args.model, args.heads, args.device, args.dtype)
-    config = decode_config(args, medusa.default_lookup)
+    tree, default_lookup = tree_and_lookup(args.tree, medusa.default_lookup)
+    config = decode_config(args, default_lookup)
     for prompt in prompts:
         record = generate(medusa, prompt, tree, config)
         if args.json or args.prompts:
@@ -199,15 +210,17 @@ def calibrate_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
+    from optimizer.accuracy import save_accuracy_table
+
     from medusa_core.training.calibration import calibrate
 
     prompts = read_prompt_file(args.prompts)
     medusa = load_medusa(args.model, args.heads, args.device, args.dtype)
     with tqdm(total=len(prompts), desc="calibrate") as bar:
         table = calibrate(medusa, prompts, args.max_new_tokens, args.top_k, lambda done, _: bar.update(done - bar.n))
-    Path(args.out).write_text(json.dumps(table))
-    print(f"{table['samples']} positions from {len(prompts)} prompts -> {args.out}")
-    for k, row in enumerate(table["acc"]):
+    save_accuracy_table(table, args.out)
+    print(f"{table.samples} positions from {len(prompts)} prompts -> {args.out}")
+    for k, row in enumerate(table.acc):
         print(f"  head {k}: top-1 {row[0]:.3f}  top-5 {sum(row[:5]):.3f}")
     return 0
 

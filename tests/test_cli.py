@@ -79,7 +79,7 @@ def test_calibrate_writes_an_accuracy_table(tmp_path):
     assert table["format"] == "medusa-accuracy/1" and table["top_k"] == 5
     assert len(table["acc"]) == 4 and all(len(row) == 5 and sum(row) <= 1 + 1e-6 for row in table["acc"])
     assert table["samples"] == len(table["ranks"]) > 0
-    assert all(len(r) == 4 and all(0 <= x <= 5 for x in r) for r in table["ranks"])
+    assert all(len(r) == 4 and all(-1 <= x < 5 for x in r) for r in table["ranks"])  # -1: not in the top 5
 
 
 def test_train_and_calibrate_refuse_bad_prompt_files(tmp_path):
@@ -94,6 +94,31 @@ def test_train_and_calibrate_refuse_bad_prompt_files(tmp_path):
     assert out.returncode == 2 and "exceeds the model's context of 8192" in out.stderr
 
 
+def test_generate_with_a_tree_file_uses_its_lookup(tmp_path):
+    from medusa_core.spec.trees import save_tree_file
+    from medusa_core.spec.lookup import LookupConfig
+
+    tree = tmp_path / "t.json"
+    save_tree_file(tree, [[0]], num_heads=4, top_k=1, lookup=LookupConfig(5, 3, 1))
+    out = cli("generate", "--prompt", "Repeat: a b c d, a b c d, a b c d.", "--max-new-tokens", "8", "--tree", str(tree), "--json")
+    assert out.returncode == 0, out.stderr
+    settings = json.loads(out.stdout)["settings"]
+    assert (settings["lookup_tokens"], settings["lookup_min_ngram"], settings["lookup_max_ngram"]) == (5, 1, 3)
+
+
+def test_an_internal_fault_keeps_its_traceback(tmp_path):
+    """User errors print one line; a fault inside the code is not disguised as one."""
+    script = (
+        "import sys, medusa_core.__main__ as m\n"
+        "def boom(args): raise RuntimeError('internal fault')\n"
+        "m.COMMANDS['generate'] = (m.COMMANDS['generate'][0], boom)\n"
+        "sys.exit(m.main(['generate', '--prompt', 'x']))\n"
+    )
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert out.returncode == 1 and "Traceback" in out.stderr and "internal fault" in out.stderr
+
+
 def test_train_heads_resumes_after_a_kill(tmp_path):
     prompts = tmp_path / "p.txt"
     prompts.write_text("Say hi.\nCount to five.\nName a planet.\nWhat is tea?\nName a colour.\n")
@@ -101,7 +126,7 @@ def test_train_heads_resumes_after_a_kill(tmp_path):
     common = ["train-heads", "--prompts", str(prompts), "--out", str(out_dir), "--max-new-tokens", "24",
               "--batch-size", "2", "--checkpoint-every", "1"]
     env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "medusa_core", *common, "--epochs", "40"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "medusa_core", *common, "--epochs", "8"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 400
         while not (out_dir / "training-checkpoint.pt").is_file():
@@ -112,7 +137,9 @@ def test_train_heads_resumes_after_a_kill(tmp_path):
         proc.kill()  # SIGKILL: no clean-up runs
         proc.wait()
     assert not (out_dir / "medusa_lm_head.safetensors").exists()
-    out = cli(*common, "--epochs", "2")
+    other = cli(*common, "--epochs", "8", "--lr", "0.01")  # resuming with other settings would be neither run
+    assert other.returncode == 2 and "lr=0.001 (now 0.01)" in other.stderr and "Traceback" not in other.stderr
+    out = cli(*common, "--epochs", "8")
     assert out.returncode == 0, out.stderr
     assert "resumed from step" in out.stdout
     assert "head 0: top-1" in out.stdout

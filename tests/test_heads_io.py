@@ -109,3 +109,33 @@ def test_unreachable_hub_id_gives_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(HeadsLoadError, match="could not be fetched from the Hub"):
         load_heads("FasterDecoding/medusa-vicuna-7b-v1.3", HIDDEN, VOCAB)
+
+
+def test_hub_heads_bring_their_tree_and_tables(tmp_path, monkeypatch):
+    """A Hub id is downloaded with its tree.json and accuracy table, and decoding uses that tree."""
+    import huggingface_hub
+
+    from medusa_core.modeling.models import load_medusa
+    from medusa_core.spec.lookup import LookupConfig
+    from medusa_core.spec.trees import save_tree_file
+
+    snapshot = tmp_path / "snapshot"
+    base_hidden, base_vocab = 576, 49152
+    save_heads(random_heads_of(base_hidden, base_vocab), snapshot)
+    save_tree_file(snapshot / "tree.json", [[0], [1]], num_heads=2, top_k=2, lookup=LookupConfig(4, 3, 2))
+    asked = {}
+
+    def fake_download(repo_id, allow_patterns):
+        asked.update(repo=repo_id, patterns=allow_patterns)
+        return str(snapshot)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    medusa = load_medusa(None, "someone/medusa-heads", "cpu")
+    assert asked["repo"] == "someone/medusa-heads" and "tree.json" in asked["patterns"]
+    assert any("accuracy" in p for p in asked["patterns"])
+    assert medusa.default_tree == ((0,), (1,)) and medusa.default_lookup == LookupConfig(4, 3, 2)
+    assert medusa.heads_folder == str(snapshot)
+
+
+def random_heads_of(hidden: int, vocab: int) -> MedusaHeads:
+    return MedusaHeads(HeadsConfig(2, 1, hidden, vocab, True))

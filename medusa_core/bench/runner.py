@@ -29,7 +29,7 @@ from medusa_core.bench.methods import HF_ASSISTED, HF_GREEDY, HF_PROMPT_LOOKUP, 
 from medusa_core.spec.lookup import LookupConfig
 from medusa_core.accel.cpu_kernel import few_rows_kernel
 from medusa_core.modeling.models import REPO_ROOT, BaseModel, MedusaModel, encode_prompt
-from medusa_core.spec.trees import Path_, chain_tree, load_tree_with_lookup, resolve_tree, tree_depth, validate_tree
+from medusa_core.spec.trees import Path_, chain_tree, is_tree_file, resolve_tree_with_lookup, tree_depth, validate_tree
 
 BENCH_FORMAT = "medusa-bench/1"
 BASELINE = HF_GREEDY
@@ -61,10 +61,10 @@ def parse_tree_option(spec: str) -> tuple[str, tuple[Path_, ...], LookupConfig |
     lookup a tree file recommends)."""
     name, sep, rest = spec.partition("=")
     if sep and _NAME.match(name) and not Path(spec).is_file():
-        return name, *(load_tree_with_lookup(rest) if Path(rest).is_file() else (resolve_tree(rest), None))
-    if Path(spec).is_file():
-        return Path(spec).stem, *load_tree_with_lookup(spec)
-    return (spec if _NAME.match(spec) else "custom"), resolve_tree(spec), None
+        return name, *resolve_tree_with_lookup(rest)
+    if is_tree_file(spec):
+        return Path(spec).stem, *resolve_tree_with_lookup(spec)
+    return (spec if _NAME.match(spec) else "custom"), *resolve_tree_with_lookup(spec)
 
 
 def is_default_model(base: BaseModel) -> bool:

@@ -18,6 +18,7 @@ from medusa_core.modeling.heads import HeadsConfig, MedusaHeads
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "medusa_lm_head.safetensors"
 PT_FILE = "medusa_lm_head.pt"
+TREE_FILE = "tree.json"  # the tree (and context lookup) shipped with the heads
 PROPOSAL_FILE = "proposal_vocab.json"  # optional: the tokens the heads propose (proposal_vocab.py)
 PROPOSAL_FORMAT = "medusa-proposal-vocab/1"
 
@@ -76,7 +77,7 @@ def resolve_heads_folder(spec: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        patterns = [CONFIG_FILE, SAFETENSORS_FILE, PT_FILE, PROPOSAL_FILE]
+        patterns = [CONFIG_FILE, SAFETENSORS_FILE, PT_FILE, PROPOSAL_FILE, TREE_FILE, "*accuracy*.json"]
         return Path(snapshot_download(spec, allow_patterns=patterns))
     except Exception as err:  # offline, unknown repo, no permission: all end the same way
         raise HeadsLoadError(f"heads {spec!r} are not a local folder and could not be fetched from the Hub: {err}") from err

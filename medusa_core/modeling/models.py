@@ -15,7 +15,7 @@ from medusa_core.accel.cpu_attention import use_gqa_sdpa
 from medusa_core.accel.cpu_matmul import use_few_rows_linears
 from medusa_core.modeling.device import resolve_device, resolve_dtype
 from medusa_core.modeling.heads import HeadsConfig, MedusaHeads
-from medusa_core.modeling.heads_io import HeadsLoadError, load_heads, load_proposal_tokens
+from medusa_core.modeling.heads_io import TREE_FILE, HeadsLoadError, load_heads, load_proposal_tokens, resolve_heads_folder
 from medusa_core.modeling.logits import check_logits
 from medusa_core.modeling.proposal_vocab import ProposalVocab
 from medusa_core.spec.trees import Path_, chain_tree, load_tree_with_lookup
@@ -23,7 +23,6 @@ from medusa_core.spec.trees import Path_, chain_tree, load_tree_with_lookup
 DEFAULT = "default"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_HEADS = REPO_ROOT / "heads" / "smollm2-135m-instruct"
-DEFAULT_TREE_FILE = "tree.json"
 
 
 class ModelLoadError(RuntimeError):
@@ -81,6 +80,7 @@ class MedusaModel:
     default_tree: tuple[Path_, ...]
     proposal: ProposalVocab | None = None  # None: heads propose from the whole vocabulary
     default_lookup: LookupConfig | None = None  # the context lookup shipped with the default tree
+    heads_folder: str | None = None  # where the heads' files are (a Hub id's downloaded snapshot); None for random heads
 
     @property
     def num_heads(self) -> int:
@@ -161,23 +161,24 @@ def resolve_heads_spec(spec: str | None, model_spec: str | None) -> str:
     return found
 
 
-def heads_default_tree(folder: str, num_heads: int) -> tuple[tuple[Path_, ...], LookupConfig | None]:
+def heads_default_tree(folder: Path, num_heads: int) -> tuple[tuple[Path_, ...], LookupConfig | None]:
     """The tree shipped beside the heads (tree.json) and the context lookup it recommends, else a
     chain over all heads and no lookup."""
-    tree_file = Path(folder) / DEFAULT_TREE_FILE
+    tree_file = folder / TREE_FILE
     return load_tree_with_lookup(tree_file) if tree_file.is_file() else (chain_tree(num_heads), None)
 
 
 def load_medusa(model: str | None = None, heads: str | None = None, device: str = "auto", dtype: str = "auto") -> MedusaModel:
     heads_spec = resolve_heads_spec(heads, model)
     base = load_base_model(model, device, dtype)
-    proposal_tokens, lookup = None, None
+    proposal_tokens, lookup, folder = None, None, None
     if heads_spec == "random":
         medusa_heads = fresh_heads(base)
         tree = chain_tree(medusa_heads.config.num_heads)
     else:
+        folder = resolve_heads_folder(heads_spec)  # a Hub id: downloaded once, tree and tables included
         medusa_heads = load_heads(heads_spec, base.hidden_size, base.vocab_size)
-        tree, lookup = heads_default_tree(heads_spec, medusa_heads.config.num_heads)
+        tree, lookup = heads_default_tree(folder, medusa_heads.config.num_heads)
         proposal_tokens = load_proposal_tokens(heads_spec, base.vocab_size)
     medusa_heads.to(base.device, base.dtype).requires_grad_(False)
     if base.device.type == "cpu":
@@ -187,7 +188,7 @@ def load_medusa(model: str | None = None, heads: str | None = None, device: str 
         if not medusa_heads.config.shared_lm_head:
             raise HeadsLoadError(f"heads {heads_spec} have their own projections; a proposal vocabulary needs a shared lm_head")
         proposal = ProposalVocab.from_lm_head(proposal_tokens, base.model.get_output_embeddings())
-    return MedusaModel(base, medusa_heads, heads_spec, tree, proposal, lookup)
+    return MedusaModel(base, medusa_heads, heads_spec, tree, proposal, lookup, None if folder is None else str(folder))
 
 
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, chat: bool | None = None) -> list[int]:

@@ -177,6 +177,15 @@ def load_tree_file(path: str | Path) -> tuple[Path_, ...]:
     return load_tree_with_lookup(path)[0]
 
 
+def is_tree_file(spec: str) -> bool:
+    return not spec.lstrip().startswith("[") and Path(spec).is_file()
+
+
+def resolve_tree_with_lookup(spec: str) -> tuple[tuple[Path_, ...], LookupConfig | None]:
+    """A tree spec's paths and, for a tree file, the context lookup it records (None otherwise)."""
+    return load_tree_with_lookup(spec) if is_tree_file(spec) else (resolve_tree(spec), None)
+
+
 def resolve_tree(spec: str) -> tuple[Path_, ...]:
     """A preset name, a path to a tree file, or a JSON list of paths."""
     if spec.lstrip().startswith("["):

@@ -1,8 +1,8 @@
 """Per-head accuracy: where the base model's true future tokens rank in each head's guesses.
 
 For every position t of a greedy continuation (the last prompt token onward), head k's rank of
-the token the model really produced at t+k+2 is recorded. The table (medusa-accuracy/1) holds
-acc[k][r] = P(rank == r) and the per-position rank vectors for empirical replay.
+the token the model really produced at t+k+2 is recorded. The table (medusa-accuracy/1, owned by
+optimizer.accuracy) holds acc[k][r] = P(rank == r) and the per-position rank vectors for replay.
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ from typing import Callable, Sequence
 import torch
 from transformers import DynamicCache
 
+from optimizer.accuracy import AccuracyTable, accuracy_from_ranks
+
 from medusa_core.engine.loop import DecodeConfig, generate, heads_logits
 from medusa_core.training.distill_data import encode_prompts
 from medusa_core.modeling.models import MedusaModel
 from medusa_core.engine.verify import forward_hidden
-
-ACCURACY_FORMAT = "medusa-accuracy/1"
-
 
 def head_ranks(medusa: MedusaModel, tokens: Sequence[int], start: int) -> torch.Tensor:
     """Ranks [T, K] of the true tokens t+k+2 in head k's logits, for t = start.. with all K
@@ -47,30 +46,15 @@ def rank_of(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (logits > true_logit).sum(-1)
 
 
-def accuracy_table(ranks: torch.Tensor, top_k: int, model: str, heads: str) -> dict:
-    """ranks [N, K] -> the medusa-accuracy/1 table; ranks >= top_k are stored as top_k."""
-    clipped = ranks.clamp(max=top_k)
-    k = ranks.shape[1]
-    acc = [[float((clipped[:, h] == r).float().mean()) if len(ranks) else 0.0 for r in range(top_k)] for h in range(k)]
-    return {
-        "format": ACCURACY_FORMAT,
-        "model": model,
-        "heads": heads,
-        "top_k": top_k,
-        "samples": int(ranks.shape[0]),
-        "acc": acc,
-        "ranks": clipped.tolist(),
-    }
-
-
 def calibrate(
     medusa: MedusaModel,
     prompts: Sequence[str],
     max_new_tokens: int = 128,
     top_k: int = 10,
     progress: Callable[[int, int], None] | None = None,
-) -> dict:
-    """Decode each prompt greedily (losslessly, with the heads' default tree) and rank."""
+) -> AccuracyTable:
+    """Decode each prompt greedily (losslessly, with the heads' default tree) and rank; the table
+    (medusa-accuracy/1) is the optimizer's, its one owner."""
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     encoded = encode_prompts(medusa.base, prompts, max_new_tokens)
@@ -84,4 +68,4 @@ def calibrate(
     ranks = torch.cat(all_ranks) if all_ranks else torch.empty(0, medusa.num_heads, dtype=torch.long)
     if ranks.shape[0] == 0:
         raise ValueError("calibration produced no positions: the continuations were too short")
-    return accuracy_table(ranks, top_k, medusa.base.model_id, medusa.heads_name)
+    return accuracy_from_ranks(ranks.clamp(max=top_k).numpy(), top_k, model=medusa.base.model_id, heads=medusa.heads_name)

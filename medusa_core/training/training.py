@@ -149,10 +149,29 @@ def evaluate_heads(heads: MedusaHeads, lm_head: torch.nn.Module, cache: HiddenCa
     return HeadAccuracy((hits1 / counts).tolist(), (hits5 / counts).tolist(), int(rows.shape[0]))
 
 
-def save_checkpoint(path: Path, heads: MedusaHeads, optimizer: torch.optim.Optimizer, step: int) -> None:
+# Settings a checkpoint does not depend on: where it is written and how often.
+NOT_IN_CHECKPOINT = ("out", "checkpoint_every")
+
+
+def checkpoint_settings(config: TrainConfig) -> dict:
+    return {k: v for k, v in asdict(config).items() if k not in NOT_IN_CHECKPOINT}
+
+
+def save_checkpoint(path: Path, heads: MedusaHeads, optimizer: torch.optim.Optimizer, step: int, config: TrainConfig) -> None:
     tmp = path.with_suffix(".partial")
-    torch.save({"heads": heads.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, tmp)
+    state = {"heads": heads.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "settings": checkpoint_settings(config)}
+    torch.save(state, tmp)
     tmp.rename(path)  # atomic, so a kill mid-save leaves the previous checkpoint intact
+
+
+def check_resumable(ckpt: dict, config: TrainConfig, path: Path) -> None:
+    """Refuse to resume a checkpoint made with other settings: the result would be neither run."""
+    saved, wanted = ckpt.get("settings"), checkpoint_settings(config)
+    if saved is None:
+        raise ValueError(f"{path} records no settings (an older version made it): delete it to train afresh")
+    changed = [f"{k}={saved.get(k)!r} (now {v!r})" for k, v in wanted.items() if saved.get(k) != v]
+    if changed:
+        raise ValueError(f"{path} was made with other settings: {', '.join(changed)}; delete it to train afresh or use them")
 
 
 def lr_at(step: int, total: int, base_lr: float) -> float:
@@ -194,6 +213,7 @@ def train_heads(base: BaseModel, config: TrainConfig, stage: Stage | None = None
     step = 0
     if ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, weights_only=True, map_location=base.device)
+        check_resumable(ckpt, config, ckpt_path)
         heads.load_state_dict(ckpt["heads"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step = int(ckpt["step"])
@@ -219,7 +239,7 @@ def train_heads(base: BaseModel, config: TrainConfig, stage: Stage | None = None
             if stage:
                 stage(f"train (loss {loss.item():.3f})", step, total)
             if step % config.checkpoint_every == 0 or step == total:
-                save_checkpoint(ckpt_path, heads, optimizer, step)
+                save_checkpoint(ckpt_path, heads, optimizer, step, config)
             if step % steps_per_epoch == 0:
                 break
     heads.eval()

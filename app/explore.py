@@ -18,6 +18,7 @@ from medusa_core import (
     StepRecord,
     TypicalConfig,
     build_tree_buffers,
+    first_divergence,
     generate,
     lookup_or_none,
     preset_tree,
@@ -202,7 +203,8 @@ def stream_run(medusa: MedusaModel, prompt: str, tree: tuple[Path_, ...], config
     yield outputs
     if compare:
         plain = generate(medusa, prompt, [], replace(config, lookup=None))
-        yield outputs[:6] + (comparison_html(record, plain, config.typical is None),) + outputs[7:]  # whole: API callers keep the last yield
+        divergence = first_divergence(medusa.base, record.prompt_tokens, record.tokens, plain.tokens) if config.typical is None else None
+        yield outputs[:6] + (comparison_html(record, plain, config.typical is None, divergence),) + outputs[7:]  # whole: API callers keep the last yield
 
 
 def show_step(step_number: float, colour_by: figures.ColourBy, run: RunView | None) -> tuple[Any, str]:

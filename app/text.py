@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-from medusa_core import GenerationRecord, StepRecord
+from medusa_core import Divergence, GenerationRecord, StepRecord
 
 from .figures import BASE_COLOUR, depth_colour
 
@@ -90,16 +90,23 @@ def step_caption(step_index: int, step: StepRecord, total: int) -> str:
     )
 
 
-def comparison_html(medusa: GenerationRecord, plain: GenerationRecord, greedy: bool) -> str:
-    """Medusa against plain decoding of the same prompt: speed-up and whether the outputs match."""
+def comparison_html(medusa: GenerationRecord, plain: GenerationRecord, greedy: bool, divergence: Divergence | None = None) -> str:
+    """Medusa against plain decoding of the same prompt: speed-up, whether the outputs match, and
+    for greedy outputs that differ, where and how close the model's call was there."""
     speedup = medusa.tokens_per_second / plain.tokens_per_second if plain.tokens_per_second > 0 else 0.0
     identical = medusa.tokens == plain.tokens
     verdict = "✓ identical" if identical else "✗ differ"
-    note = (
-        f"Speed-up {speedup:.2f}x over plain decoding ({plain.num_steps} steps, {plain.seconds:.2f} s); "
-        + ("outputs identical, as greedy acceptance guarantees." if identical and greedy else
-           "outputs differ!" if greedy else f"outputs {'identical' if identical else 'differ'} (sampling: not expected to match).")
-    )
+    if identical:
+        outcome = "outputs identical, as greedy acceptance guarantees." if greedy else "outputs identical (sampling: not expected to match)."
+    elif not greedy:
+        outcome = "outputs differ (sampling: not expected to match)."
+    elif divergence is not None:
+        why = (f"In {medusa.dtype} a tree pass rounds differently from a one-token pass, so near-ties can flip."
+               if divergence.near_tie else "That is not explained by rounding: please report it.")
+        outcome = f"outputs differ: {divergence.describe()}. {why}"
+    else:
+        outcome = "outputs differ!"
+    note = f"Speed-up {speedup:.2f}x over plain decoding ({plain.num_steps} steps, {plain.seconds:.2f} s); " + outcome
     return stat_cards([
         ("speed-up", f"{speedup:.2f}x"),
         ("Medusa tokens / s", f"{medusa.tokens_per_second:.1f}"),

@@ -15,6 +15,8 @@ _EXPORTS = {
     "PromptTooLongError": "engine.loop",
     "generate": "engine.loop",
     "stream_generation": "engine.loop",
+    "Divergence": "engine.precision",
+    "first_divergence": "engine.precision",
     "resolve_device": "modeling.device",
     "resolve_dtype": "modeling.device",
     "HeadsConfig": "modeling.heads",

@@ -108,6 +108,16 @@ def test_comparison_reports_speed_up_and_identity():
     assert "outputs differ" in comparison_html(record([1, 2], 1.0), record([1, 3], 1.0), greedy=True)
 
 
+def test_comparison_says_where_outputs_part_and_whether_it_was_a_near_tie():
+    from medusa_core import Divergence
+
+    tie = Divergence(index=6, ours=52, reference=91, margin=0.03, tie_margin=0.26)
+    text = comparison_html(record([1, 2], 1.0), record([1, 3], 1.0), greedy=True, divergence=tie)
+    assert "generated token 7" in text and "near-tie" in text and "rounds differently" in text
+    real = Divergence(index=1, ours=2, reference=3, margin=4.0, tie_margin=1e-6)
+    assert "please report" in comparison_html(record([1, 2], 1.0), record([1, 3], 1.0), greedy=True, divergence=real)
+
+
 def test_big_trees_label_only_the_accepted_path_and_the_top_guesses():
     paths = list(preset_tree("mc_sim_7b_63"))  # breadth-first: node 1 = [0], 3 = [0, 0]
     step = step_of(paths, accepted=[0, 2])  # root and [1]

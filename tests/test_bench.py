@@ -14,7 +14,6 @@ from medusa_core.bench.runner import (
     BENCH_FORMAT,
     BenchConfig,
     default_methods,
-    first_mismatch,
     histogram,
     max_tree_depth,
     parse_tree_option,
@@ -22,6 +21,7 @@ from medusa_core.bench.runner import (
     repo_relative,
     run_benchmark,
 )
+from medusa_core.engine.precision import first_mismatch
 from medusa_core.bench.methods import HF_ASSISTED, HF_GREEDY, MEDUSA, Method
 from medusa_core.bench.report import markdown_table
 from medusa_core.spec.lookup import LookupConfig

@@ -7,6 +7,13 @@ def _f(value: float | None, digits: int = 1, suffix: str = "") -> str:
     return "–" if value is None else f"{value:.{digits}f}{suffix}"
 
 
+def _ties(m: dict) -> str:
+    """Mismatches whose first difference was a near-tie of the baseline's logits (rounding, not a bug)."""
+    differ = sum(not r["identical"] for r in m.get("runs") or [])
+    ties = m.get("near_tie_mismatches")
+    return f" ({ties}/{differ} differ at near-ties)" if differ and ties is not None else ""
+
+
 def _hist(counts: list[int] | None) -> str:
     """Accepted-length counts as shares, e.g. `0:40% 1:35% 2:25%`."""
     if not counts:
@@ -52,7 +59,7 @@ def markdown_table(result: dict) -> str:
             f"| {_f(m['tokens_per_second_median'])} ({_f(m['tokens_per_second_min'])}–{_f(m['tokens_per_second_max'])}) "
             f"| {_f(m['speedup_median'], 2, 'x')} ({_f(m['speedup_min'], 2)}–{_f(m['speedup_max'], 2)}) "
             f"| {_f(m['tokens_per_step'], 2)} | {_f(m['seconds_per_step'], 3)} ({_f(m['relative_step_cost'], 2, 'x')}) "
-            f"| {_f(100 * m['identical_fraction'], 0, '%')} | {_hist(m['acceptance_histogram'])} |"
+            f"| {_f(100 * m['identical_fraction'], 0, '%')}{_ties(m)} | {_hist(m['acceptance_histogram'])} |"
         )
     lines += [
         "",

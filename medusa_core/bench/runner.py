@@ -26,6 +26,7 @@ import transformers
 
 from medusa_core.modeling import default_model
 from medusa_core.bench.methods import HF_ASSISTED, HF_GREEDY, HF_PROMPT_LOOKUP, MEDUSA, Method, Run, Runner, make_runner
+from medusa_core.engine.precision import first_divergence, first_mismatch
 from medusa_core.spec.lookup import LookupConfig
 from medusa_core.accel.cpu_kernel import few_rows_kernel
 from medusa_core.modeling.models import REPO_ROOT, BaseModel, MedusaModel, encode_prompt
@@ -199,14 +200,6 @@ def spread(values: Sequence[float], prefix: str) -> dict:
     }
 
 
-def first_mismatch(a: Sequence[int], b: Sequence[int]) -> int | None:
-    """Index of the first differing token (or the shorter length); None when identical."""
-    for i, (x, y) in enumerate(zip(a, b)):
-        if x != y:
-            return i
-    return None if len(a) == len(b) else min(len(a), len(b))
-
-
 def histogram(accepted: Sequence[int]) -> list[int]:
     """counts[n] = number of steps that accepted n drafted tokens (emitted n + 1)."""
     counts = [0] * (max(accepted, default=-1) + 1)
@@ -263,6 +256,9 @@ class MethodResult:
     relative_step_cost: float | None = None
     acceptance_histogram: list[int] | None = None
     identical_fraction: float | None = None
+    # of the prompts whose output differs from the baseline's, how many first differ where the
+    # baseline's top-2 logits were within rounding (expected in bf16/fp16, never in fp32)
+    near_tie_mismatches: int | None = None
     total_tokens: int | None = None
     total_seconds: float | None = None
     total_steps: int | None = None
@@ -301,7 +297,9 @@ class BenchResult:
         return asdict(self)
 
 
-def summarise(method: Method, runs: Sequence[Run], baseline: Sequence[Run], orders: Sequence[int]) -> MethodResult:
+def summarise(
+    method: Method, runs: Sequence[Run], baseline: Sequence[Run], orders: Sequence[int], near_tie: Callable[[int, Run, Run], bool]
+) -> MethodResult:
     result = MethodResult(
         method.name,
         method.kind,
@@ -328,6 +326,7 @@ def summarise(method: Method, runs: Sequence[Run], baseline: Sequence[Run], orde
     result.relative_step_cost = result.seconds_per_step / base_step if base_step > 0 else None
     result.acceptance_histogram = histogram([a for r in runs for a in r.accepted])
     result.identical_fraction = sum(m is None for m in mismatches) / len(runs)
+    result.near_tie_mismatches = sum(near_tie(p, r, b) for p, (r, b, m) in enumerate(zip(runs, baseline, mismatches)) if m is not None)
     result.runs = [
         PromptRun(p, orders[p], len(r.tokens), r.seconds, r.steps, r.tokens_per_second, s, m is None, m)
         for p, (r, s, m) in enumerate(zip(runs, speedups, mismatches))
@@ -393,7 +392,12 @@ def run_benchmark(
 
     baseline = runs[active[0].name]
     base = medusa.base
-    results = [summarise(m, runs.get(m.name, []), baseline, orders.get(m.name, [])) for m in methods]
+
+    def near_tie(prompt: int, run: Run, reference: Run) -> bool:
+        divergence = first_divergence(base, prompt_ids[prompt], run.tokens, reference.tokens)
+        return divergence is not None and divergence.near_tie
+
+    results = [summarise(m, runs.get(m.name, []), baseline, orders.get(m.name, []), near_tie) for m in methods]
     return BenchResult(
         machine=machine_info(base.device, base.dtype),
         model=base.model_id,

@@ -28,6 +28,7 @@ def describe(medusa: MedusaModel, key: ModelKey) -> str:
         f"**Loaded** `{base.name}` · heads `{heads}` ({medusa.num_heads} heads) · "
         f"device **{base.device}** · {str(base.dtype).removeprefix('torch.')} · "
         f"default tree {len(medusa.default_tree)} nodes"
+        + (f" · CPU matmul: {base.cpu_matmul}" if base.cpu_matmul else "")
     )
 
 

@@ -5,7 +5,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from medusa_core.accel.cpu_attention import use_gqa_sdpa
+from medusa_core.accel.cpu_gqa import use_masked_gqa
 from medusa_core.accel.cpu_matmul import use_few_rows_linears
 from medusa_core.engine.loop import DecodeConfig, PromptTooLongError, generate
 from medusa_core.spec.trees import chain_tree, full_tree, preset_tree, validate_tree
@@ -50,7 +50,8 @@ def test_few_rows_linears_keep_decoding_lossless(arch, tree, prompt, seed):
     """As load_base_model sets CPU models up (few-rows linears, grouped-query SDPA under masks):
     baseline and Medusa both on the same set-up."""
     base = tiny_base(arch)
-    use_gqa_sdpa(use_few_rows_linears(base.model))
+    use_few_rows_linears(base.model)
+    use_masked_gqa()
     medusa = medusa_of(base, random_heads(4, seed))
     record = generate(medusa, "", tree, DecodeConfig(max_new_tokens=16), prompt_ids=prompt)
     assert record.tokens == greedy_reference(base, prompt, 16)

@@ -11,7 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from medusa_core.modeling import default_model
 from medusa_core.spec.lookup import LookupConfig
-from medusa_core.accel.cpu_attention import use_gqa_sdpa
+from medusa_core.accel.cpu_gqa import use_masked_gqa
+from medusa_core.accel.cpu_kernel import few_rows_kernel, kernel_report
 from medusa_core.accel.cpu_matmul import use_few_rows_linears
 from medusa_core.modeling.device import resolve_device, resolve_dtype
 from medusa_core.modeling.heads import HeadsConfig, MedusaHeads
@@ -36,6 +37,7 @@ class BaseModel:
     name: str
     device: torch.device
     dtype: torch.dtype
+    cpu_matmul: str = ""  # on the CPU: what runs the few-row matmuls and why (measured per machine)
 
     @property
     def model_id(self) -> str:
@@ -121,9 +123,13 @@ def prepare_base(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, nam
     problem = check_logits(model, dev)
     if problem:
         raise ModelLoadError(f"cannot decode {name!r}: {problem}")
+    report = ""
     if dev.type == "cpu":
-        use_gqa_sdpa(use_few_rows_linears(model))
-    return BaseModel(model, tokenizer, name, dev, dt)
+        use_few_rows_linears(model)
+        use_masked_gqa()  # CPU only: on a GPU, masked GQA may leave SDPA's fast kernels
+        few_rows_kernel()  # build and measure now, at load, never in the middle of a request
+        report = kernel_report()
+    return BaseModel(model, tokenizer, name, dev, dt, report)
 
 
 def load_base_model(spec: str | None = None, device: str = "auto", dtype: str = "auto") -> BaseModel:

@@ -166,7 +166,8 @@ def make_run(store: ModelStore):
             medusa = store.get(key)
             config = decode_config(max_new_tokens, mode, temperature, threshold, alpha, seed, choose_lookup(lookup, medusa.default_lookup))
             tree = choose_tree(tree_choice, medusa, uploaded, optimised)
-            yield from stream_run(medusa, text, tree, config, colour_by, compare)
+            with store.cpu_share(medusa):
+                yield from stream_run(medusa, text, tree, config, colour_by, compare)
 
     return run
 

@@ -121,8 +121,9 @@ def make_handlers(store: ModelStore):
             prompts = load_prompts(prompt_set, upload, count)
             medusa = store.get(key)
             progress((0, len(prompts)), desc="calibrating", unit="prompts")
-            table = calibrate(medusa, prompts, int(max_new_tokens), int(top_k),
-                              progress=lambda done, total: progress((done, total), desc="calibrating", unit="prompts"))
+            with store.cpu_share(medusa):
+                table = calibrate(medusa, prompts, int(max_new_tokens), int(top_k),
+                                  progress=lambda done, total: progress((done, total), desc="calibrating", unit="prompts"))
             data = table.to_json()
         table, heatmap, info = table_view(table, f"calibrated on {len(prompts)} prompts of '{prompt_set}'", False)
         return table, heatmap, info, gr.Dropdown(value=SESSION), gr.File(write_download("accuracy.json", json.dumps(data)), visible=True)

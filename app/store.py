@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
+from contextlib import AbstractContextManager, nullcontext
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from medusa_core import MedusaModel, load_medusa
+from medusa_core import MedusaModel, ThreadBudget, load_medusa
 from medusa_core.modeling.models import DEFAULT_HEADS
 
 DEFAULT = "default"
@@ -62,6 +63,11 @@ class ModelStore:
         self._models: OrderedDict[ModelKey, MedusaModel] = OrderedDict()
         self._loading: dict[ModelKey, threading.Lock] = {}
         self._lock = threading.Lock()  # guards the two dicts, never held while loading
+        self.threads = ThreadBudget()  # the CPU's cores shared by the generations running at once
+
+    def cpu_share(self, medusa: MedusaModel) -> AbstractContextManager:
+        """Hold a share of the CPU's cores while decoding on the CPU (a GPU model needs none)."""
+        return self.threads.generation() if medusa.base.device.type == "cpu" else nullcontext()
 
     def get(self, key: ModelKey | None = None) -> MedusaModel:
         key = key or self.default

@@ -17,8 +17,8 @@ fi
 if ! command -v "${CC:-cc}" >/dev/null && command -v apt-get >/dev/null; then
   (apt-get update -qq && apt-get install -y -qq gcc) >/dev/null || echo "no C compiler: the CPU uses PyTorch's matmul" >&2
 fi
-# Build the kernel once now (it is cached per machine); without a compiler the CPU uses PyTorch's matmul.
-.venv/bin/python -c "from medusa_core.cpu_kernel import few_rows_kernel; few_rows_kernel()"
+# Build the kernel and measure the CPU's few-row matmul choices once now (cached per machine and thread count).
+.venv/bin/python -c "from medusa_core.accel.cpu_matmul import matmul_report; print('CPU matmul:', matmul_report())"
 if [ "${1:-}" = "--browser" ] && [ ! -x /usr/bin/chromium ]; then
   (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null
 fi

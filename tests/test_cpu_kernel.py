@@ -69,48 +69,21 @@ def test_build_is_cached_per_cache_folder(kernel, tmp_path, monkeypatch):
 
 def test_switched_off_by_environment(monkeypatch):
     monkeypatch.setenv(cpu_kernel.DISABLE_ENV, "0")
-    cpu_kernel.reset()
+    cpu_kernel.built_kernel.cache_clear()
     try:
-        assert cpu_kernel.few_rows_kernel() is None
+        assert cpu_kernel.built_kernel()[0] is None
     finally:
         monkeypatch.delenv(cpu_kernel.DISABLE_ENV)
-        cpu_kernel.reset()
+        cpu_kernel.built_kernel.cache_clear()
 
 
 @pytest.mark.parametrize("compiler", ["no-such-compiler-here", "false"], ids=["missing", "failing"])
 def test_no_kernel_without_a_working_compiler(monkeypatch, tmp_path, compiler):
     monkeypatch.setenv("MEDUSA_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", compiler)
-    cpu_kernel.reset()
+    cpu_kernel.built_kernel.cache_clear()
     try:
-        assert cpu_kernel.few_rows_kernel() is None
+        assert cpu_kernel.built_kernel()[0] is None
     finally:
         monkeypatch.delenv("CC")
-        cpu_kernel.reset()
-
-
-def test_the_kernel_is_used_only_where_it_measured_faster(monkeypatch, tmp_path, kernel):
-    monkeypatch.setenv("MEDUSA_CACHE", str(tmp_path))
-    cpu_kernel.reset()
-    slower = {"threads": torch.get_num_threads(), "faster": False, "timings": {"1": {"kernel_ms": 2.0, "torch_ms": 1.0}}}
-    faster = slower | {"faster": True, "timings": {"1": {"kernel_ms": 1.0, "torch_ms": 2.0}}}
-    try:
-        monkeypatch.setattr(cpu_kernel, "measure_kernel", lambda k: slower)
-        assert cpu_kernel.few_rows_kernel() is None
-        assert "measured slower here: 1 rows 2.00 vs 1.00 ms" in cpu_kernel.kernel_report()
-        cpu_kernel.reset()
-        monkeypatch.setattr(cpu_kernel, "measure_kernel", lambda k: pytest.fail("measured twice on one machine"))
-        assert cpu_kernel.few_rows_kernel() is None  # the decision is cached per build and thread count
-        for cached in tmp_path.glob("kernels/*.json"):
-            cached.write_text(__import__("json").dumps(faster))
-        cpu_kernel.reset()
-        assert cpu_kernel.few_rows_kernel() is not None and "measured faster" in cpu_kernel.kernel_report()
-    finally:
-        cpu_kernel.reset()
-
-
-def test_real_measurement_compares_both_at_every_row_count(kernel):
-    decision = cpu_kernel.measure_kernel(kernel)
-    assert set(decision["timings"]) == {str(r) for r in cpu_kernel.MEASURED_ROWS}
-    assert all(t["kernel_ms"] > 0 and t["torch_ms"] > 0 for t in decision["timings"].values())
-    assert decision["faster"] == all(t["kernel_ms"] < t["torch_ms"] for t in decision["timings"].values())
+        cpu_kernel.built_kernel.cache_clear()

@@ -7,19 +7,22 @@ import torch
 from torch import nn
 
 from medusa_core.accel import cpu_matmul
-from medusa_core.accel.cpu_matmul import KERNEL_MAX_ROWS, MAX_ROWS, WIDE_MAX_ROWS, FewRowsLinear, use_few_rows_linears
+from medusa_core.accel.cpu_matmul import FewRowsLinear, use_few_rows_linears
 
 
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, 7, 16, MAX_ROWS, MAX_ROWS + 1, WIDE_MAX_ROWS + 1, KERNEL_MAX_ROWS + 1, 100])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 7, 16, 17, 100])
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("outputs, max_rows", [(40, MAX_ROWS), (400, WIDE_MAX_ROWS)], ids=["block", "vocab"])
+@pytest.mark.parametrize("outputs, shape_class", [(40, "block"), (400, "wide")])
+@pytest.mark.parametrize("way", ["torch", "transposed", "kernel"])
 @pytest.mark.parametrize("inference", [True, False], ids=["inference", "autograd"])
-def test_few_rows_linear_equals_linear(rows, bias, outputs, max_rows, inference):
-    """Inference mode takes the compiled kernel where it applies; autograd the PyTorch paths."""
+def test_few_rows_linear_equals_linear_whichever_way_is_chosen(monkeypatch, rows, bias, outputs, shape_class, way, inference):
+    if way == "kernel" and cpu_matmul.built_kernel()[0] is None:
+        pytest.skip("no C compiler here: the kernel cannot be chosen")
+    monkeypatch.setattr(cpu_matmul, "matmul_decision", lambda: decided(way, way))
     torch.manual_seed(rows)
     plain = nn.Linear(24, outputs, bias=bias)
     fast = use_few_rows_linears(copy.deepcopy(plain))
-    assert type(fast) is FewRowsLinear and fast.max_rows == max_rows
+    assert type(fast) is FewRowsLinear and fast.shape_class == shape_class
     for shape in [(rows, 24), (1, rows, 24)]:
         x = torch.randn(shape)
         with torch.inference_mode(inference):
@@ -29,22 +32,63 @@ def test_few_rows_linear_equals_linear(rows, bias, outputs, max_rows, inference)
         torch.testing.assert_close(out, plain(x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("rows, kernel_used", [(1, True), (KERNEL_MAX_ROWS, True), (KERNEL_MAX_ROWS + 1, False)])
-def test_kernel_serves_few_rows_without_autograd(monkeypatch, rows, kernel_used):
+def decided(block: str, wide: str) -> dict:
+    """A made-up measurement where `block` / `wide` is the fastest way at every row count."""
+    def times(best):
+        return {way: (1.0 if way == best else 2.0) for way in (cpu_matmul.TORCH, cpu_matmul.TRANSPOSED, cpu_matmul.KERNEL)}
+    return {"threads": 2, "kernel": "k", "timings": {
+        shape: {str(r): times(best) for r in cpu_matmul.MEASURED_ROWS} for shape, best in (("block", block), ("wide", wide))}}
+
+
+@pytest.mark.parametrize("rows, best, expect", [
+    (1, "kernel", "kernel"), (16, "kernel", "kernel"), (17, "kernel", "torch"), (3, "transposed", "transposed"), (4, "torch", "torch"),
+])
+def test_each_layer_takes_the_way_measured_fastest(monkeypatch, rows, best, expect):
     calls = []
 
     def spy(x, w):
-        calls.append(x.shape)
+        calls.append("kernel")
         return x @ w.T
 
-    monkeypatch.setattr(cpu_matmul, "few_rows_kernel", lambda: spy)
+    monkeypatch.setattr(cpu_matmul, "matmul_decision", lambda: decided(best, "torch"))
+    monkeypatch.setattr(cpu_matmul, "built_kernel", lambda: (spy, None, ""))
+    real_mm = torch.mm
+    monkeypatch.setattr(torch, "mm", lambda *a: calls.append("transposed") or real_mm(*a))
     fast = use_few_rows_linears(nn.Linear(8, 6))
     x = torch.randn(rows, 8)
     with torch.no_grad():
-        fast(x)
-    assert calls == ([(rows, 8)] if kernel_used else [])
-    fast(x)  # the weight needs gradients here: autograd's path
-    assert len(calls) == int(kernel_used)
+        out = fast(x)
+    torch.testing.assert_close(out, nn.functional.linear(x, fast.weight, fast.bias))
+    assert calls == ([] if expect == "torch" else [expect])
+    calls.clear()
+    fast(x)  # the weight needs gradients here: never the kernel
+    assert "kernel" not in calls
+
+
+def test_real_measurement_times_every_way_at_every_count():
+    cpu_matmul.reset()
+    decision = cpu_matmul.measure_matmuls()
+    for shape in cpu_matmul.SHAPES:
+        assert set(decision["timings"][shape]) == {str(r) for r in cpu_matmul.MEASURED_ROWS}
+        for t in decision["timings"][shape].values():
+            assert {cpu_matmul.TORCH, cpu_matmul.TRANSPOSED} <= t.keys() and all(ms > 0 for ms in t.values())
+    assert "measured at" in cpu_matmul.matmul_report()
+
+
+def test_the_choice_is_measured_once_per_machine(monkeypatch, tmp_path):
+    monkeypatch.setenv("MEDUSA_CACHE", str(tmp_path))
+    monkeypatch.setenv("MEDUSA_CPU_KERNEL", "0")
+    cpu_matmul.reset()
+    try:
+        monkeypatch.setattr(cpu_matmul, "measure_matmuls", lambda: decided("transposed", "torch"))
+        assert cpu_matmul.fastest("block", 2, True) == "transposed"
+        cpu_matmul.matmul_decision.cache_clear()
+        monkeypatch.setattr(cpu_matmul, "measure_matmuls", lambda: pytest.fail("measured twice"))
+        assert cpu_matmul.fastest("block", 2, True) == "transposed"  # read back from the cache folder
+        assert list(tmp_path.glob("kernels/matmul-choice-*.json"))
+    finally:
+        monkeypatch.delenv("MEDUSA_CPU_KERNEL")
+        cpu_matmul.reset()
 
 
 def test_gradients_flow_through_the_few_rows_path():

@@ -5,12 +5,9 @@ The kernel is compiled with the system C compiler for the CPU at hand (-march=na
 flags and the CPU, and loaded with ctypes. It runs torch's thread count; with GCC it also shares
 torch's OpenMP runtime (torch's Linux wheels load libgomp.so.1 first, and the loader reuses it),
 while another compiler's OpenMP library would bring a second thread pool. Without a C
-compiler, or with MEDUSA_CPU_KERNEL=0, `few_rows_kernel()` returns None and callers fall back to
-PyTorch's matmul.
+compiler, or with MEDUSA_CPU_KERNEL=0, `built_kernel()` has none and callers use PyTorch's matmul.
 
-The kernel is a choice made by measurement, not by assumption: once per machine (cached beside the
-build) it is timed against PyTorch's `x @ w.T` on a decoding-sized weight for 1, 4 and 16 rows, and
-used only if it is faster at every one of them. `kernel_report()` says what was decided and why.
+Whether it runs at all is measured per machine (cpu_matmul.py): on some CPUs MKL is faster.
 """
 
 from __future__ import annotations
@@ -18,10 +15,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
-import json
 import os
-import statistics
-import time
 import platform
 import shutil
 import subprocess
@@ -79,54 +73,10 @@ def build_kernel(compiler: str) -> Path:
     return target
 
 
-MEASURED_ROWS = (1, 4, 16)
-MEASURE_SHAPE = (1536, 576)  # [N, K]: an MLP projection of SmolLM2-135M, the default model
-
-
-def _median_seconds(fn, repeats: int = 15) -> float:
-    fn()  # warm
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def measure_kernel(kernel: FewRowsKernel) -> dict:
-    """Median ms of the kernel and of PyTorch for each measured row count, the same inputs alternated
-    within one call, so the machine's drift hits both alike."""
-    gen = torch.Generator().manual_seed(0)
-    w = torch.randn(*MEASURE_SHAPE, generator=gen)
-    timings = {}
-    with torch.inference_mode():
-        for rows in MEASURED_ROWS:
-            x = torch.randn(rows, MEASURE_SHAPE[1], generator=gen)
-            ours = _median_seconds(lambda: kernel(x, w))
-            torch_s = _median_seconds(lambda: x @ w.T)
-            timings[str(rows)] = {"kernel_ms": 1e3 * ours, "torch_ms": 1e3 * torch_s}
-    return {"threads": torch.get_num_threads(), "timings": timings,
-            "faster": all(t["kernel_ms"] < t["torch_ms"] for t in timings.values())}
-
-
-def kernel_decision(library_path: Path, kernel: FewRowsKernel) -> dict:
-    """The measured decision for this build and thread count, measured once and cached as JSON."""
-    path = library_path.with_name(f"{library_path.stem}-threads{torch.get_num_threads()}.json")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        pass
-    decision = measure_kernel(kernel)
-    tmp = path.with_suffix(".partial")
-    tmp.write_text(json.dumps(decision, indent=1))
-    os.replace(tmp, path)
-    return decision
-
-
 @functools.cache
 def built_kernel() -> tuple[FewRowsKernel | None, Path | None, str]:
-    """The compiled kernel whatever it measures (None: switched off or not buildable), its library
-    and, without one, why not."""
+    """The compiled kernel (None: switched off or not buildable), its library and, without one,
+    why not."""
     if os.environ.get(DISABLE_ENV, "1") == "0":
         return None, None, f"{DISABLE_ENV}=0"
     compiler = shutil.which(os.environ.get("CC", "cc"))
@@ -140,32 +90,3 @@ def built_kernel() -> tuple[FewRowsKernel | None, Path | None, str]:
     library.few_rows_matmul.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3 + [ctypes.c_int]
     library.few_rows_matmul.restype = None
     return FewRowsKernel(library, f"kernels/few_rows.c ({Path(compiler).name} {' '.join(FLAGS[:3])})"), library_path, ""
-
-
-@functools.cache
-def _kernel_and_report() -> tuple[FewRowsKernel | None, str]:
-    kernel, library_path, why_not = built_kernel()
-    if kernel is None or library_path is None:
-        return None, f"PyTorch matmul ({why_not})"
-    decision = kernel_decision(library_path, kernel)
-    figures = ", ".join(f"{r} rows {t['kernel_ms']:.2f} vs {t['torch_ms']:.2f} ms" for r, t in decision["timings"].items())
-    if not decision["faster"]:
-        return None, f"PyTorch matmul (the few-rows kernel measured slower here: {figures})"
-    return kernel, f"few-rows kernel (measured faster than PyTorch here: {figures})"
-
-
-def reset() -> None:
-    """Forget the build and the decision of this process (after changing CC or MEDUSA_CPU_KERNEL)."""
-    built_kernel.cache_clear()
-    _kernel_and_report.cache_clear()
-
-
-def few_rows_kernel() -> FewRowsKernel | None:
-    """The compiled kernel where it measured faster than PyTorch on this machine, else None
-    (switched off, no compiler, a failed build, or slower). The first call builds and measures."""
-    return _kernel_and_report()[0]
-
-
-def kernel_report() -> str:
-    """What runs the few-row matmuls on this machine and why, in words."""
-    return _kernel_and_report()[1]

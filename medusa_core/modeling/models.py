@@ -12,8 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from medusa_core.modeling import default_model
 from medusa_core.spec.lookup import LookupConfig
 from medusa_core.accel.cpu_gqa import use_masked_gqa
-from medusa_core.accel.cpu_kernel import few_rows_kernel, kernel_report
-from medusa_core.accel.cpu_matmul import use_few_rows_linears
+from medusa_core.accel.cpu_matmul import matmul_report, use_few_rows_linears
 from medusa_core.modeling.device import resolve_device, resolve_dtype
 from medusa_core.modeling.heads import HeadsConfig, MedusaHeads
 from medusa_core.modeling.heads_io import TREE_FILE, HeadsLoadError, load_heads, load_proposal_tokens, resolve_heads_folder
@@ -37,7 +36,7 @@ class BaseModel:
     name: str
     device: torch.device
     dtype: torch.dtype
-    cpu_matmul: str = ""  # on the CPU: what runs the few-row matmuls and why (measured per machine)
+    cpu_matmul: str = ""  # on the CPU: what computes the few-row matmuls (measured per machine)
 
     @property
     def model_id(self) -> str:
@@ -127,8 +126,7 @@ def prepare_base(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, nam
     if dev.type == "cpu":
         use_few_rows_linears(model)
         use_masked_gqa()  # CPU only: on a GPU, masked GQA may leave SDPA's fast kernels
-        few_rows_kernel()  # build and measure now, at load, never in the middle of a request
-        report = kernel_report()
+        report = matmul_report()  # build and measure now (once per machine), never mid-request
     return BaseModel(model, tokenizer, name, dev, dt, report)
 
 

@@ -166,14 +166,18 @@ def make_run(store: ModelStore):
             medusa = store.get(key)
             config = decode_config(max_new_tokens, mode, temperature, threshold, alpha, seed, choose_lookup(lookup, medusa.default_lookup))
             tree = choose_tree(tree_choice, medusa, uploaded, optimised)
-            with store.cpu_share(medusa):
-                yield from stream_run(medusa, text, tree, config, colour_by, compare)
+            with store.cpu_share(medusa) as share:
+                yield from stream_run(medusa, text, tree, config, colour_by, compare, share)
 
     return run
 
 
-def stream_run(medusa: MedusaModel, prompt: str, tree: tuple[Path_, ...], config: DecodeConfig, colour_by: figures.ColourBy, compare: bool) -> Iterator[tuple]:
-    """Outputs: text, tree plot, step caption, step slider, stats, stats plot, comparison, record file, run state."""
+def stream_run(
+    medusa: MedusaModel, prompt: str, tree: tuple[Path_, ...], config: DecodeConfig, colour_by: figures.ColourBy, compare: bool,
+    share: Callable[[], int] = lambda: 0,
+) -> Iterator[tuple]:
+    """Outputs: text, tree plot, step caption, step slider, stats, stats plot, comparison, record file, run state.
+    `share` sizes this thread's CPU threads before each step (Gradio may resume the run on another thread)."""
     skip = gr.skip()
     spans: list[str] = []
     steps: list[StepRecord] = []
@@ -184,6 +188,7 @@ def stream_run(medusa: MedusaModel, prompt: str, tree: tuple[Path_, ...], config
         if isinstance(item, GenerationRecord):
             record = item
             break
+        share()  # the next step runs on whichever thread resumes this generator
         spans += step_spans(len(steps), item)
         steps.append(item)
         now = time.perf_counter()

@@ -67,7 +67,7 @@ class ModelStore:
 
     def cpu_share(self, medusa: MedusaModel) -> AbstractContextManager:
         """Hold a share of the CPU's cores while decoding on the CPU (a GPU model needs none)."""
-        return self.threads.generation() if medusa.base.device.type == "cpu" else nullcontext()
+        return self.threads.generation() if medusa.base.device.type == "cpu" else nullcontext(lambda: 0)
 
     def get(self, key: ModelKey | None = None) -> MedusaModel:
         key = key or self.default

@@ -23,17 +23,19 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from medusa_core import DecodeConfig, ThreadBudget, generate, load_medusa  # noqa: E402
+from medusa_core import DecodeConfig, ThreadBudget, generate, load_medusa, stream_generation  # noqa: E402
 from medusa_core.training.distill_data import read_prompt_file  # noqa: E402
 
 
 def tokens_per_second(medusa, prompts, config, share) -> float:
-    with share():
-        tokens = seconds = 0.0
+    """Decode the prompts one after another, sizing this thread's share before each step as the app does."""
+    tokens = seconds = 0.0
+    with share() as size:
         for prompt in prompts:
-            record = generate(medusa, prompt, None, config)
-            tokens += len(record.tokens)
-            seconds += record.seconds
+            for item in stream_generation(medusa, prompt, None, config):
+                size()
+            tokens += len(item.tokens)
+            seconds += item.seconds
     return tokens / seconds
 
 
@@ -67,7 +69,7 @@ def main() -> None:
 
     def unshared():
         torch.set_num_threads(default_threads)
-        return nullcontext()
+        return nullcontext(lambda: default_threads)
 
     generate(medusa, prompts[0], None, DecodeConfig(8, trace_text=False))  # warm-up
     rows = {"alone": [], "two, shared": [], "two, unshared": []}

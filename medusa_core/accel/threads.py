@@ -1,11 +1,13 @@
 """Sharing the CPU's cores among the generations that run at once in one process.
 
-torch's intra-op threads are one process-wide setting, and every thread that runs torch ops leads
-its own OpenMP team. Two generations with two threads each on two cores put four busy threads on
-two cores, and OpenMP's idle threads spin while they wait for work, so each generation slows
-several-fold. A budget sets the process's thread count to cores // generations running whenever a
-generation starts or ends: one generation alone gets every core, two get one core each, and with
-one thread a generation starts no team at all, so nothing spins.
+Every thread that runs torch ops leads its own OpenMP team, sized by that thread's own setting
+(torch copies the process-wide count into a thread once, on its first op, and
+`torch.set_num_threads` then changes only the calling thread and later newcomers). Two generations
+with two threads each on two cores put four busy threads on two cores, and OpenMP's idle threads
+spin while they wait for work. A budget counts the generations running and gives each
+cores // running threads: a generation calls `share()` on the thread that runs its next step (a
+streamed generation may move between threads), so one alone gets every core and two get one
+each; with one thread a step starts no team at all, so nothing spins.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import os
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -34,16 +36,22 @@ class ThreadBudget:
     def threads_for(self, running: int) -> int:
         return max(1, self.cores // max(1, running))
 
-    def _set(self, delta: int) -> None:
-        with self._lock:
-            self.running += delta
-            torch.set_num_threads(self.threads_for(self.running))
+    def share(self) -> int:
+        """Size the calling thread's torch threads to its share now; returns it."""
+        threads = self.threads_for(self.running)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        return threads
 
     @contextmanager
-    def generation(self) -> Iterator[int]:
-        """Hold a share of the cores while one generation runs; yields the threads it starts with."""
-        self._set(+1)
+    def generation(self) -> Iterator[Callable[[], int]]:
+        """Count one generation as running; yields `share`, to call before each of its steps
+        (it is called once on entry)."""
+        with self._lock:
+            self.running += 1
         try:
-            yield torch.get_num_threads()
+            self.share()
+            yield self.share
         finally:
-            self._set(-1)
+            with self._lock:
+                self.running -= 1

@@ -146,3 +146,16 @@ def test_train_heads_resumes_after_a_kill(tmp_path):
     assert json.loads((out_dir / "config.json").read_text())["medusa_num_heads"] == 4
     card = json.loads((out_dir / "training.json").read_text())["training"]
     assert 0 < card["loss_vocabulary"] < 49152  # the loss ran over the answers' tokens only
+
+
+def test_gpu_check_script_runs_on_the_cpu_path(tmp_path):
+    """The prepared GPU check runs end to end on the CPU: CUDA tests skip, both dtypes bench."""
+    env = os.environ | {"DEVICE": "cpu", "OUT": str(tmp_path), "PROMPTS": "1", "TOKENS": "8", "PYTHON": sys.executable,
+                        "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(["bash", "scripts/gpu_check.sh"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "skipped" in (tmp_path / "cuda-tests.txt").read_text()
+    for dtype in ("float32", "bfloat16"):
+        bench = json.loads((tmp_path / f"bench-cpu-{dtype}.json").read_text())
+        assert bench["machine"]["device"] == "cpu" and bench["settings"]["max_new_tokens"] == 8
+        assert all("near_tie_mismatches" in m for m in bench["methods"])

@@ -1,4 +1,4 @@
-"""`python -m medusa_core <command>`: generate, distill, train-heads, calibrate, bench."""
+"""`python -m medusa_core <command>`: generate, distill, train-heads, calibrate, bench, evaluate."""
 
 from __future__ import annotations
 

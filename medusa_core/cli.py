@@ -285,10 +285,47 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# evaluate ---------------------------------------------------------------------------------
+def evaluate_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    p.add_argument("--prompts", required=True, help="prompts to evaluate on, one per line")
+    p.add_argument("--num-prompts", type=int, default=None, help="use the first N prompts of the file")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--tree", action="append", default=[], metavar="NAME=SPEC",
+                   help="a tree besides the heads' default and chain-<heads>: preset, tree file (with its lookup) or JSON list")
+    p.add_argument("--lookup-tokens", type=int, default=8, help="context lookup for trees that bring none (0: none)")
+    p.add_argument("--out", default=None, help="write the evaluation as JSON")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from medusa_core.bench.evaluate import evaluate, markdown
+    from medusa_core.bench.runner import encode_prompts, parse_tree_option
+    from medusa_core.spec.trees import chain_tree
+
+    prompts = read_prompt_file(args.prompts)[: args.num_prompts]
+    extra = [parse_tree_option(spec) for spec in args.tree]
+    medusa = load_medusa(args.model, args.heads, args.device, args.dtype)
+    fallback = lookup_or_none(args.lookup_tokens)
+    trees = [("default", medusa.default_tree, medusa.default_lookup or fallback),
+             (f"chain-{medusa.num_heads}", chain_tree(medusa.num_heads), fallback)]
+    trees += [(name, paths, lookup or fallback) for name, paths, lookup in extra]
+    depth = max(max((len(p) for p in t[1]), default=0) for t in trees)
+    ids = encode_prompts(medusa.base, prompts, args.max_new_tokens, max(depth, args.lookup_tokens))
+    bar = Bar()
+    result = evaluate(medusa, ids, trees, args.max_new_tokens, bar)
+    bar.close()
+    print(markdown(result))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result.to_json(), indent=1))
+        print(f"evaluation -> {args.out}")
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "generate": (generate_args, run_generate),
     "train-heads": (train_args, run_train),
     "distill": (distill_args, run_distill),
     "calibrate": (calibrate_args, run_calibrate),
     "bench": (bench_args, run_bench),
+    "evaluate": (evaluate_args, run_evaluate),
 }

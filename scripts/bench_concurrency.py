@@ -79,12 +79,20 @@ def main() -> None:
         rows["two, unshared"].append(two_at_once(medusa, prompts, config, unshared))
     alone = statistics.median(r[0] for r in rows["alone"])
     result = {
-        "cores": budget.cores, "default_torch_threads": default_threads, "rounds": args.rounds,
-        "prompts": f"{Path(args.prompts).name}[:{args.num_prompts}]", "max_new_tokens": args.max_new_tokens,
+        "cores": budget.cores,
+        "default_torch_threads": default_threads,
+        "rounds": args.rounds,
+        "prompts": f"{Path(args.prompts).name}[:{args.num_prompts}]",
+        "max_new_tokens": args.max_new_tokens,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "modes": {name: {"tokens_per_second_per_generation": statistics.median(v for r in runs for v in r),
-                         "of_alone": statistics.median(v for r in runs for v in r) / alone, "runs": runs}
-                  for name, runs in rows.items()},
+        "modes": {
+            name: {
+                "tokens_per_second_per_generation": statistics.median(v for r in runs for v in r),
+                "of_alone": statistics.median(v for r in runs for v in r) / alone,
+                "runs": runs,
+            }
+            for name, runs in rows.items()
+        },
     }
     print("| mode | tokens/s per generation (median) | of one alone |\n|---|---:|---:|")
     for name, m in result["modes"].items():

@@ -74,7 +74,11 @@ def normal_form(text: str) -> str:
 
 def main() -> None:
     path = Path(sys.argv[1]) if len(sys.argv) > 1 else dataset_file()
-    older = {normal_form(line) for f in ("train.txt", "calibration.txt", "test.txt") for line in (OUT / f).read_text().splitlines()}
+    older = {
+        normal_form(line)
+        for f in ("train.txt", "calibration.txt", "test.txt")
+        for line in (OUT / f).read_text().splitlines()
+    }
     seen, prompts, total = set(older), [], 0
     for conv in conversations(path):
         total += 1

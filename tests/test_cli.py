@@ -159,3 +159,51 @@ def test_gpu_check_script_runs_on_the_cpu_path(tmp_path):
         bench = json.loads((tmp_path / f"bench-cpu-{dtype}.json").read_text())
         assert bench["machine"]["device"] == "cpu" and bench["settings"]["max_new_tokens"] == 8
         assert all("near_tie_mismatches" in m for m in bench["methods"])
+
+
+def test_distill_resumes_after_a_kill_and_refuses_other_settings(tmp_path):
+    from medusa_core.training.distill_chunks import load_distilled, read_chunk
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Say hi.\nCount to five.\nName a planet.\nWhat is tea?\n")
+    out_dir = tmp_path / "d"
+    common = ["distill", "--prompts", str(prompts), "--out", str(out_dir), "--chunk-size", "1", "--batch-size", "1"]
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "medusa_core", *common, "--max-new-tokens", "48"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while not (out_dir / "chunk-00000.json.xz").is_file():
+            assert proc.poll() is None and time.time() < deadline, "distill ended before its first chunk"
+            time.sleep(0.1)
+    finally:
+        proc.kill()  # SIGKILL mid-run: no clean-up
+        proc.wait()
+    first = (out_dir / "chunk-00000.json.xz").read_bytes()
+    done_before = len(list(out_dir.glob("chunk-*.json.xz")))
+    assert done_before < 4 and not list(out_dir.glob("*.partial"))
+    other = cli(*common, "--max-new-tokens", "24")
+    assert other.returncode == 2 and "max_new_tokens=48" in other.stderr
+    out = cli(*common, "--max-new-tokens", "48")
+    assert out.returncode == 0, out.stderr
+    assert (out_dir / "chunk-00000.json.xz").read_bytes() == first  # kept, not regenerated
+    rows = [row for i in range(4) for row in read_chunk(out_dir / f"chunk-{i:05d}.json.xz")["rows"]]
+    assert [r["prompt"] for r in rows] == [0, 1, 2, 3]
+    conversations = load_distilled([out_dir])
+    assert len(conversations) == 4 and all(0 < len(c.response_ids) <= 48 for c in conversations)
+    assert f"{sum(len(c.response_ids) for c in conversations):,} answer tokens" in out.stdout
+
+
+def test_evaluate_reports_trees_with_and_without_lookup_and_head_accuracy(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Write a haiku about rain.\nList two fruits.\n")
+    out = cli("evaluate", "--prompts", str(prompts), "--max-new-tokens", "16", "--tree", "wide=full-2x2",
+              "--out", str(tmp_path / "e.json"))
+    assert out.returncode == 0, out.stderr
+    data = json.loads((tmp_path / "e.json").read_text())
+    assert data["format"] == "medusa-evaluation/1" and data["prompts"] == 2
+    assert [t["name"] for t in data["trees"]] == ["default", "chain-4", "wide"]
+    assert all(t["identical"] and t["tokens_per_step_heads"] >= 1 for t in data["trees"])
+    assert all(t["tokens_per_step_with_lookup"] >= 1 for t in data["trees"])
+    assert len(data["top1"]) == 4 and all(0 <= a <= b <= 1 for a, b in zip(data["top1"], data["top5"]))
+    assert "tokens/step, heads alone" in out.stdout and "| 0 |" in out.stdout

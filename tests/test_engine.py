@@ -81,7 +81,9 @@ def test_greedy_step_reads_the_device_at_most_twice(lookup):
     medusa = medusa_of(base, random_heads(4, 1))
     counter = CountHostReads()
     with counter:
-        record = generate(medusa, "", full_tree(2, 3), DecodeConfig(40, trace_text=False, lookup=lookup), prompt_ids=[3, 1, 4, 1, 5])
+        record = generate(
+            medusa, "", full_tree(2, 3), DecodeConfig(40, trace_text=False, lookup=lookup), prompt_ids=[3, 1, 4, 1, 5]
+        )
     assert record.num_steps > 10
     assert sum(counter.calls.values()) <= 2 * record.num_steps + 1, counter.calls  # + 1: after the prefill
 

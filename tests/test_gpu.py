@@ -26,7 +26,7 @@ def on_cuda(arch: str, dtype: torch.dtype) -> MedusaModel:
 def plain_greedy(medusa: MedusaModel, prompt: list[int], n: int) -> list[int]:
     ids = torch.tensor([prompt], device=CUDA)
     out = medusa.base.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=n)
-    return out[0, len(prompt):].tolist()
+    return out[0, len(prompt) :].tolist()
 
 
 def prompts(count: int = 4) -> list[list[int]]:

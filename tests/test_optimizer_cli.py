@@ -122,3 +122,10 @@ def test_user_errors_exit_2_with_a_message(tmp_path: Path, capsys: pytest.Captur
     assert main(["search", "--accuracy", "reference:vicuna-7b", "--lookup-tokens", "4", "--format", "vllm", "--budget", "4",
                  "--trials", "2", "--storage", f"sqlite:///{tmp_path / 's.db'}", "--out", str(tmp_path / "t.txt")]) == 2
     assert "only the json format records a context lookup" in capsys.readouterr().err
+
+
+def test_importing_the_optimizer_never_imports_torch():
+    code = "import optimizer, optimizer.__main__, sys; assert 'torch' not in sys.modules, 'torch imported'"
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
+    assert out.returncode == 0, out.stderr

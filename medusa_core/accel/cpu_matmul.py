@@ -56,12 +56,18 @@ def measure_matmuls() -> dict:
             timings[name] = {}
             for rows in MEASURED_ROWS:
                 x = torch.randn(rows, k, generator=gen)
-                ways = {TORCH: lambda: [x @ w.T for w in weights], TRANSPOSED: lambda: [(w @ x.T).T.contiguous() for w in weights]}
+                ways = {
+                    TORCH: lambda: [x @ w.T for w in weights],
+                    TRANSPOSED: lambda: [(w @ x.T).T.contiguous() for w in weights],
+                }
                 if kernel is not None:
                     ways[KERNEL] = lambda: [kernel(x, w) for w in weights]
                 timings[name][str(rows)] = {way: _ms(fn) for way, fn in ways.items()}
-            del weights
-    return {"threads": torch.get_num_threads(), "kernel": kernel.description if kernel else built_kernel()[2], "timings": timings}
+    return {
+        "threads": torch.get_num_threads(),
+        "kernel": kernel.description if kernel else built_kernel()[2],
+        "timings": timings,
+    }
 
 
 def decision_path() -> Path:

@@ -27,14 +27,18 @@ class TreeBuffers:
     paths: tuple[Path_, ...]  # the heads' tree
     parents: tuple[int, ...]  # [N] host, root -1
     depths: tuple[int, ...]  # [N] host, root 0
-    ranks: tuple[int, ...]  # [N] host: rank in its head's top-k (head = depth - 1); -1 for the root and other drafters' nodes
+    ranks: tuple[
+        int, ...
+    ]  # [N] host: rank in its head's top-k (head = depth - 1); -1 for the root and other drafters' nodes
     internal_row: tuple[int, ...]  # [N] host: each node's row in `internal`, -1 for leaves
     num_head_nodes: int  # root plus the heads' nodes: the first nodes of the layout
     depth: torch.Tensor  # [N] long, root 0
     parent: torch.Tensor  # [N] long, root -1
     ancestor_mask: torch.Tensor  # [N, N] bool, [i, j] = j is i or an ancestor of i
     retrieve: torch.Tensor  # [leaves, max_depth + 1] node ids root->leaf, padded with -1
-    internal: torch.Tensor  # [I] ids of the nodes whose logits a step computes: those with children (root first), or all
+    internal: (
+        torch.Tensor
+    )  # [I] ids of the nodes whose logits a step computes: those with children (root first), or all
     parent_row: torch.Tensor  # [N] row of each node's parent in `internal` (root: 0, unused)
 
     @property
@@ -55,15 +59,19 @@ class TreeBuffers:
         return len(self.internal_row) == int(self.internal.shape[0]) and min(self.internal_row) >= 0
 
     def to(self, device: torch.device | str) -> "TreeBuffers":
-        return TreeBuffers(**{
-            f.name: (getattr(self, f.name).to(device) if isinstance(getattr(self, f.name), torch.Tensor) else getattr(self, f.name))
-            for f in fields(self)
-        })
+        return TreeBuffers(
+            **{
+                f.name: (
+                    getattr(self, f.name).to(device)
+                    if isinstance(getattr(self, f.name), torch.Tensor)
+                    else getattr(self, f.name)
+                )
+                for f in fields(self)
+            }
+        )
 
 
-def layout_from_parents(
-    paths: Sequence[Path_], parents: Sequence[int], all_logits: bool | None = None
-) -> TreeBuffers:
+def layout_from_parents(paths: Sequence[Path_], parents: Sequence[int], all_logits: bool | None = None) -> TreeBuffers:
     """The layout of the heads' tree `paths` (its nodes first, in order) plus any further nodes,
     given each node's parent (root first, -1; parents before children).
 

@@ -71,7 +71,9 @@ class LookupDrafter:
 
     def draft(self, ctx: DraftContext) -> Draft:
         chain = find_continuation(ctx.tokens, self.config)
-        return Draft(self.source, tuple(chain), tuple(range(-1, len(chain) - 1)), (0.0,) * len(chain), (-1,) * len(chain))
+        return Draft(
+            self.source, tuple(chain), tuple(range(-1, len(chain) - 1)), (0.0,) * len(chain), (-1,) * len(chain)
+        )
 
 
 @dataclass(frozen=True)

@@ -45,13 +45,19 @@ class DecodeConfig:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
 
     def settings(self) -> dict:
-        return {
-            "max_new_tokens": self.max_new_tokens,
-            "mode": "greedy" if self.typical is None else "typical",
-            "seed": self.seed,
-            "lookup_tokens": self.lookup.tokens if self.lookup else 0,
-        } | (asdict(self.typical) if self.typical else {}) | (
-            {"lookup_max_ngram": self.lookup.max_ngram, "lookup_min_ngram": self.lookup.min_ngram} if self.lookup else {}
+        return (
+            {
+                "max_new_tokens": self.max_new_tokens,
+                "mode": "greedy" if self.typical is None else "typical",
+                "seed": self.seed,
+                "lookup_tokens": self.lookup.tokens if self.lookup else 0,
+            }
+            | (asdict(self.typical) if self.typical else {})
+            | (
+                {"lookup_max_ngram": self.lookup.max_ngram, "lookup_min_ngram": self.lookup.min_ngram}
+                if self.lookup
+                else {}
+            )
         )
 
 
@@ -78,7 +84,9 @@ class _State:
     head_probs: list[list[float]]  # [D][k]
 
 
-def head_topk(head_logits: torch.Tensor, top_k: int, proposal: ProposalVocab | None) -> tuple[torch.Tensor, torch.Tensor]:
+def head_topk(
+    head_logits: torch.Tensor, top_k: int, proposal: ProposalVocab | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """[K, U] -> top-k token ids [K, k] and their probabilities [K, k]."""
     probs = torch.softmax(head_logits.float(), dim=-1)
     top = torch.topk(probs, top_k, dim=-1)
@@ -102,7 +110,9 @@ def propose_logits(medusa: MedusaModel, hidden: torch.Tensor, depth: int) -> tor
     return heads_logits(medusa, hidden, depth)
 
 
-def next_root(logits: torch.Tensor, config: DecodeConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def next_root(
+    logits: torch.Tensor, config: DecodeConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The base model's own next token at the last accepted node and its probability (device)."""
     probs = torch.softmax(logits.float(), dim=-1)  # [V]
     if config.typical is None:
@@ -180,7 +190,9 @@ def stream_generation(
     ids = list(prompt_ids) if prompt_ids is not None else encode_prompt(base.tokenizer, prompt, config.chat)
     check_prompt_fits(len(ids), base.context_length, max_depth)
     if medusa.proposal is not None and top_k > medusa.proposal.size:
-        raise ValueError(f"the tree needs each head's top {top_k} but the heads propose from only {medusa.proposal.size} tokens")
+        raise ValueError(
+            f"the tree needs each head's top {top_k} but the heads propose from only {medusa.proposal.size} tokens"
+        )
     generator = torch.Generator().manual_seed(config.seed)
     layouts = Layouts(paths, base.device)
 
@@ -214,7 +226,9 @@ def stream_generation(
         buffers = layouts(merged.parents)
         node_tokens = torch.tensor(merged.tokens, device=base.device)  # [N]
         hidden = verify_tree(base.model, cache, node_tokens, buffers, state.prefix_len)  # [N, d]
-        internal_logits = final_logits(base.model, hidden[buffers.internal])  # [I, V]: big trees' leaves are rarely needed
+        internal_logits = final_logits(
+            base.model, hidden[buffers.internal]
+        )  # [I, V]: big trees' leaves are rarely needed
         if config.typical is None:
             path, length = accept_greedy(node_tokens, internal_logits, buffers)
         else:

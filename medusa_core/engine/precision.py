@@ -43,12 +43,16 @@ class Divergence:
 
     def describe(self) -> str:
         kind = "a near-tie" if self.near_tie else "not a near-tie"
-        return (f"first difference at generated token {self.index + 1}: top-2 logit margin {self.margin:.3g} "
-                f"({kind}; rounding at this scale is about {self.tie_margin / TIE_ULPS:.2g})")
+        return (
+            f"first difference at generated token {self.index + 1}: top-2 logit margin {self.margin:.3g} "
+            f"({kind}; rounding at this scale is about {self.tie_margin / TIE_ULPS:.2g})"
+        )
 
 
 @torch.inference_mode()
-def first_divergence(base: BaseModel, prompt_ids: Sequence[int], ours: Sequence[int], reference: Sequence[int]) -> Divergence | None:
+def first_divergence(
+    base: BaseModel, prompt_ids: Sequence[int], ours: Sequence[int], reference: Sequence[int]
+) -> Divergence | None:
     """None when the generations agree; else where they part and the model's top-2 margin there,
     from one plain pass over the prompt and the common prefix in the model's own dtype."""
     i = first_mismatch(ours, reference)

@@ -15,7 +15,13 @@ from medusa_core.accel.cpu_gqa import use_masked_gqa
 from medusa_core.accel.cpu_matmul import matmul_report, use_few_rows_linears
 from medusa_core.modeling.device import resolve_device, resolve_dtype
 from medusa_core.modeling.heads import HeadsConfig, MedusaHeads
-from medusa_core.modeling.heads_io import TREE_FILE, HeadsLoadError, load_heads, load_proposal_tokens, resolve_heads_folder
+from medusa_core.modeling.heads_io import (
+    TREE_FILE,
+    HeadsLoadError,
+    load_heads,
+    load_proposal_tokens,
+    resolve_heads_folder,
+)
 from medusa_core.modeling.logits import check_logits
 from medusa_core.modeling.proposal_vocab import ProposalVocab
 from medusa_core.spec.trees import Path_, chain_tree, load_tree_with_lookup
@@ -116,7 +122,9 @@ def load_causal_lm(path: str, dev: torch.device, dt: torch.dtype) -> PreTrainedM
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
 
 
-def prepare_base(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str, dev: torch.device, dt: torch.dtype) -> BaseModel:
+def prepare_base(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str, dev: torch.device, dt: torch.dtype
+) -> BaseModel:
     """Frozen, in eval mode, checked: refused by name when decoding cannot reproduce its logits."""
     model.eval().requires_grad_(False)
     problem = check_logits(model, dev)

@@ -50,7 +50,10 @@ def chunk_path(out: Path, index: int) -> Path:
 
 
 def write_chunk(path: Path, header: dict, conversations: Sequence[Conversation], first: int) -> None:
-    rows = [{"prompt": first + i, "prompt_ids": c.prompt_ids, "response_ids": c.response_ids} for i, c in enumerate(conversations)]
+    rows = [
+        {"prompt": first + i, "prompt_ids": c.prompt_ids, "response_ids": c.response_ids}
+        for i, c in enumerate(conversations)
+    ]
     tmp = path.with_name(path.name + ".partial")
     tmp.write_bytes(lzma.compress(json.dumps(header | {"rows": rows}, separators=(",", ":")).encode(), preset=9))
     tmp.rename(path)  # atomic: a kill mid-write leaves no half chunk behind
@@ -64,8 +67,13 @@ def read_chunk(path: Path) -> dict:
 
 
 def chunk_header(base: BaseModel, config: DistillConfig, digest: str) -> dict:
-    return {"format": FORMAT, "model": base.model_id, "prompts_file": Path(config.prompts).name,
-            "prompts_sha": digest, "max_new_tokens": config.max_new_tokens}
+    return {
+        "format": FORMAT,
+        "model": base.model_id,
+        "prompts_file": Path(config.prompts).name,
+        "prompts_sha": digest,
+        "max_new_tokens": config.max_new_tokens,
+    }
 
 
 def check_chunk(path: Path, header: dict) -> int:
@@ -86,8 +94,13 @@ def generate_batch(base: BaseModel, batch: Sequence[list[int]], max_new_tokens: 
     input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch], device=base.device)  # [B, W]
     mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(ids) for ids in batch])[:, None]).long()
     with torch.inference_mode():
-        out = base.model.generate(input_ids=input_ids, attention_mask=mask.to(base.device), do_sample=False,
-                                  max_new_tokens=max_new_tokens, pad_token_id=pad)
+        out = base.model.generate(
+            input_ids=input_ids,
+            attention_mask=mask.to(base.device),
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad,
+        )
     return [trim_response(row[width:].tolist(), base.eos_token_ids) for row in out]
 
 
@@ -132,5 +145,7 @@ def load_distilled(folders: Sequence[str | Path]) -> list[Conversation]:
     """Every conversation of every chunk in the folders, in chunk order."""
     return [
         Conversation(row["prompt_ids"], row["response_ids"])
-        for folder in folders for path in iter_chunks(folder) for row in read_chunk(path)["rows"]
+        for folder in folders
+        for path in iter_chunks(folder)
+        for row in read_chunk(path)["rows"]
     ]

@@ -16,6 +16,7 @@ from medusa_core import (
     LookupConfig,
     MedusaModel,
     StepRecord,
+    SamplingConfig,
     TypicalConfig,
     build_tree_buffers,
     first_divergence,
@@ -107,11 +108,22 @@ def choose_lookup(choice: str | None, default: LookupConfig | None) -> LookupCon
     return lookup_or_none(int(choice))
 
 
+MODES = [("greedy (lossless)", "greedy"), ("exact sampling", "exact"), ("typical (Medusa)", "typical")]
+
+
 def decode_config(
-    max_new_tokens: float, mode: str, temperature: float, threshold: float, alpha: float, seed: float, lookup: LookupConfig | None = None
+    max_new_tokens: float, mode: str, temperature: float, threshold: float, alpha: float, seed: float,
+    lookup: LookupConfig | None = None, top_p: float = 1.0,
 ) -> DecodeConfig:
-    typical = TypicalConfig(float(temperature), float(threshold), float(alpha)) if mode == "typical" else None
-    return DecodeConfig(max_new_tokens=int(max_new_tokens), typical=typical, seed=int(seed), lookup=lookup)
+    """The UI's settings as a DecodeConfig; bad values raise InputError in the user's words."""
+    if mode not in {value for _, value in MODES}:
+        raise InputError(f"unknown decoding mode {mode!r}; one of {[v for _, v in MODES]}")
+    try:
+        typical = TypicalConfig(float(temperature), float(threshold), float(alpha)) if mode == "typical" else None
+        sampling = SamplingConfig(float(temperature), float(top_p)) if mode == "exact" else None
+    except ValueError as err:
+        raise InputError(str(err)) from err
+    return DecodeConfig(max_new_tokens=int(max_new_tokens), typical=typical, seed=int(seed), lookup=lookup, sampling=sampling)
 
 
 def checked_prompt(prompt: str | None) -> str:
@@ -159,12 +171,13 @@ def make_run(store: ModelStore):
         prompt: str, max_new_tokens: float, mode: str, temperature: float, threshold: float, alpha: float,
         seed: float, tree_choice: str, colour_by: figures.ColourBy, compare: bool,
         key: ModelKey, uploaded: tuple[Path_, ...] | None, optimised: tuple[Path_, ...] | None,
-        lookup: str = LOOKUP_DEFAULT,
+        lookup: str = LOOKUP_DEFAULT, top_p: float = 1.0,
     ) -> Iterator[tuple]:
         with shown_in_page("cannot run"):
             text = checked_prompt(prompt)
             medusa = store.get(key)
-            config = decode_config(max_new_tokens, mode, temperature, threshold, alpha, seed, choose_lookup(lookup, medusa.default_lookup))
+            config = decode_config(max_new_tokens, mode, temperature, threshold, alpha, seed,
+                                   choose_lookup(lookup, medusa.default_lookup), top_p)
             tree = choose_tree(tree_choice, medusa, uploaded, optimised)
             with store.cpu_share(medusa) as share:
                 yield from stream_run(medusa, text, tree, config, colour_by, compare, share)
@@ -209,8 +222,9 @@ def stream_run(
     yield outputs
     if compare:
         plain = generate(medusa, prompt, [], replace(config, lookup=None))
-        divergence = first_divergence(medusa.base, record.prompt_tokens, record.tokens, plain.tokens) if config.typical is None else None
-        yield outputs[:6] + (comparison_html(record, plain, config.typical is None, divergence),) + outputs[7:]  # whole: API callers keep the last yield
+        greedy = config.mode == "greedy"
+        divergence = first_divergence(medusa.base, record.prompt_tokens, record.tokens, plain.tokens) if greedy else None
+        yield outputs[:6] + (comparison_html(record, plain, greedy, divergence),) + outputs[7:]  # whole: API callers keep the last yield
 
 
 def show_step(step_number: float, colour_by: figures.ColourBy, run: RunView | None) -> tuple[Any, str]:
@@ -281,14 +295,16 @@ def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: g
                 tree_info = gr.Markdown(label="tree", elem_id="tree-info")
         with gr.Accordion("Decoding settings", open=False):
             with gr.Row():
-                mode = gr.Radio(["greedy", "typical"], value="greedy", label="acceptance", info="greedy is lossless; typical samples")
+                mode = gr.Radio(MODES, value="greedy", label="decoding", elem_id="decoding-mode",
+                                info="greedy is lossless; exact sampling keeps the model's distribution; typical is Medusa's (lossy)")
                 seed = gr.Number(value=0, precision=0, label="seed")
                 lookup = gr.Dropdown(
                     LOOKUP_CHOICES, value=LOOKUP_DEFAULT, label="context lookup",
                     info="also verify a chain copied from earlier text (red nodes)", elem_id="lookup-choice",
                 )
             with gr.Row():
-                temperature = gr.Slider(0.05, 2.0, value=0.7, step=0.05, label="temperature (typical)")
+                temperature = gr.Slider(0.05, 2.0, value=0.7, step=0.05, label="temperature (sampling)")
+                top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top-p (exact sampling)")
                 threshold = gr.Slider(0.01, 1.0, value=0.09, step=0.01, label="posterior threshold ε (typical)")
                 alpha = gr.Slider(0.01, 1.0, value=0.3, step=0.01, label="posterior alpha δ (typical)")
         output = gr.HTML(text_html([], 4), label="Output", elem_id="output-text")
@@ -311,7 +327,8 @@ def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: g
     mask_inputs = [tree_choice, key_state, uploaded_state, optimised_state, lookup]
     run_event = run_button.click(
         make_run(store),
-        inputs=[prompt, max_new_tokens, mode, temperature, threshold, alpha, seed, tree_choice, colour_by, compare, key_state, uploaded_state, optimised_state, lookup],
+        inputs=[prompt, max_new_tokens, mode, temperature, threshold, alpha, seed, tree_choice, colour_by, compare, key_state,
+                uploaded_state, optimised_state, lookup, top_p],
         outputs=[output, tree_plot, caption, step_slider, stats, stats_plot, comparison, record_file, run_state],
         api_name="generate",
     )

@@ -67,8 +67,19 @@ def lookup_suffix(tokens: int) -> str:
     return f" + {tokens} lookup" if tokens else ""
 
 
+def acceptance_by_depth(steps: Sequence[StepRecord]) -> str:
+    """How often a step got past each depth of its tree: 'depth 1: 40% · depth 2: 12%'."""
+    deepest = max((s.accepted_length for s in steps), default=0)
+    if not steps or deepest == 0:
+        return "no drafted token was accepted"
+    shares = [sum(s.accepted_length >= d for s in steps) / len(steps) for d in range(1, deepest + 1)]
+    return "accepted past depth " + " · ".join(f"{d}: {100 * share:.0f}%" for d, share in enumerate(shares, start=1))
+
+
 def stats_html(record: GenerationRecord, num_nodes: int) -> str:
+    mode = record.settings.get("mode", "greedy")
     return stat_cards([
+        ("mode", {"exact": "exact sampling", "typical": "typical (Medusa)"}.get(mode, mode)),
         ("tokens / step", f"{record.tokens_per_step:.2f}"),
         ("tokens / s", f"{record.tokens_per_second:.1f}"),
         ("tokens", str(len(record.tokens))),
@@ -77,17 +88,30 @@ def stats_html(record: GenerationRecord, num_nodes: int) -> str:
         ("tree nodes", str(num_nodes) + lookup_suffix(record.settings.get("lookup_tokens", 0))),
         ("stopped at", record.stop_reason.replace("_", " ")),
         ("device", f"{record.device} {record.dtype}"),
-    ])
+    ], acceptance_by_depth(record.steps) + " of the steps.")
 
 
 def step_caption(step_index: int, step: StepRecord, total: int) -> str:
     accepted_text = "".join(step.nodes[i].text for i in step.accepted[1:])
-    copied = any(step.nodes[i].source == "lookup" for i in step.accepted[1:])
-    return (
+    copied = any("lookup" in step.nodes[i].source for i in step.accepted[1:])
+    caption = (
         f"**Step {step_index + 1} of {total}**: {len(step.nodes)} candidate tokens verified in one pass, "
         f"{step.accepted_length} accepted from the {'context lookup' if copied else 'heads'} ({html.escape(repr(accepted_text))}), "
         f"{len(step.emitted)} emitted · {step.seconds * 1000:.0f} ms"
     )
+    return caption + (drawn_caption(step) if step.drawn else "")
+
+
+def drawn_caption(step: StepRecord) -> str:
+    """Exact sampling: what the model drew at each visited node, and whether a child had it."""
+    parts = []
+    for node, token in zip(step.accepted, step.drawn):
+        child = next((i for i in step.accepted if step.nodes[i].parent == node), None)
+        if child is not None and step.nodes[child].token_id == token:
+            parts.append(f"at {html.escape(repr(step.nodes[node].text))} drew {html.escape(repr(step.nodes[child].text))} ✓ a child")
+        else:
+            parts.append(f"at {html.escape(repr(step.nodes[node].text))} drew token {token} ✗ no child: the next root")
+    return "<br>Drawn from the model: " + "; ".join(parts)
 
 
 def comparison_html(medusa: GenerationRecord, plain: GenerationRecord, greedy: bool, divergence: Divergence | None = None) -> str:

@@ -7,6 +7,7 @@ for importing transformers.
 from importlib import import_module
 
 _EXPORTS = {
+    "SamplingConfig": "engine.sampling",
     "ThreadBudget": "accel.threads",
     "TypicalConfig": "engine.acceptance",
     "LookupConfig": "spec.lookup",

@@ -10,6 +10,7 @@ from typing import Callable
 from tqdm import tqdm
 
 from medusa_core.engine.acceptance import TypicalConfig
+from medusa_core.engine.sampling import SamplingConfig
 from medusa_core.spec.lookup import LookupConfig, lookup_or_none
 from medusa_core.engine.loop import DecodeConfig, generate
 from medusa_core.modeling.device import DEVICE_CHOICES, DTYPE_CHOICES
@@ -29,9 +30,13 @@ def add_model_args(p: argparse.ArgumentParser, heads: bool = True) -> None:
 def add_decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tree", default=None, help="tree file, preset (chain-N, full-KxD, mc_sim_7b_63) or JSON list; default: the heads' tree")
     p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=0.0, help="> 0 switches to typical acceptance")
-    p.add_argument("--posterior-threshold", type=float, default=0.09)
-    p.add_argument("--posterior-alpha", type=float, default=0.3)
+    p.add_argument("--temperature", type=float, default=0.0, help="0: lossless greedy; > 0 samples (see --sampling)")
+    p.add_argument("--sampling", choices=("exact", "typical"), default="exact",
+                   help="with a temperature: exact (the model's own distribution) or typical (Medusa's, lossy)")
+    p.add_argument("--top-p", type=float, default=1.0, help="exact sampling: nucleus mass in (0, 1]")
+    p.add_argument("--top-k", type=int, default=None, help="exact sampling: keep the k most likely tokens (>= 1)")
+    p.add_argument("--posterior-threshold", type=float, default=0.09, help="typical: epsilon")
+    p.add_argument("--posterior-alpha", type=float, default=0.3, help="typical: delta")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-chat", action="store_true", help="feed the raw prompt even if the model has a chat template")
     p.add_argument(
@@ -49,12 +54,28 @@ def lookup_config(tokens: int | None, ngram: tuple[int, int], default: LookupCon
     return lookup_or_none(tokens, *ngram)
 
 
-def decode_config(args: argparse.Namespace, default_lookup: LookupConfig | None, trace_text: bool = True) -> DecodeConfig:
-    typical = (
-        TypicalConfig(args.temperature, args.posterior_threshold, args.posterior_alpha) if args.temperature > 0 else None
-    )
+def sampling_configs(args: argparse.Namespace) -> tuple[TypicalConfig | None, SamplingConfig | None]:
+    """--temperature 0 is greedy; above 0, exact sampling (default) or typical acceptance."""
+    if args.temperature < 0:
+        raise ValueError(f"--temperature must be >= 0, got {args.temperature}")
+    if args.top_k is not None and args.top_k < 1:
+        raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
+    if not 0 < args.top_p <= 1:
+        raise ValueError(f"--top-p must be in (0, 1], got {args.top_p}")
+    if args.temperature == 0:
+        return None, None
+    if args.sampling == "typical":
+        return TypicalConfig(args.temperature, args.posterior_threshold, args.posterior_alpha), None
+    return None, SamplingConfig(args.temperature, args.top_p, args.top_k or 0)
+
+
+def decode_config(
+    args: argparse.Namespace, default_lookup: LookupConfig | None, trace_text: bool = True, seed: int | None = None
+) -> DecodeConfig:
+    typical, sampling = sampling_configs(args)
     lookup = lookup_config(args.lookup_tokens, args.lookup_ngram, default_lookup)
-    return DecodeConfig(args.max_new_tokens, typical, args.seed, False if args.no_chat else None, trace_text, lookup)
+    chat = False if args.no_chat else None
+    return DecodeConfig(args.max_new_tokens, typical, args.seed if seed is None else seed, chat, trace_text, lookup, sampling)
 
 
 class Bar:
@@ -86,6 +107,8 @@ def generate_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--prompt")
     src.add_argument("--prompts", help="file with one prompt per line; prints one JSON record per line")
     p.add_argument("--json", action="store_true", help="print the generation record as JSON")
+    p.add_argument("--num-return-sequences", type=int, default=1,
+                   help="sampling: N continuations of each prompt, with seeds SEED..SEED+N-1 (one JSON record each)")
 
 
 def tree_and_lookup(spec: str | None, heads_lookup: LookupConfig | None) -> tuple[tuple | None, LookupConfig | None]:
@@ -101,12 +124,18 @@ def run_generate(args: argparse.Namespace) -> int:
     prompts = [args.prompt] if args.prompt is not None else read_prompt_file(args.prompts)
     if args.tree:
         resolve_tree_with_lookup(args.tree)  # a bad tree fails before the model loads
+    if args.num_return_sequences < 1:
+        raise ValueError(f"--num-return-sequences must be >= 1, got {args.num_return_sequences}")
+    if args.num_return_sequences > 1 and args.temperature == 0:
+        raise ValueError("--num-return-sequences > 1 needs sampling (--temperature > 0): greedy gives one answer")
+    sampling_configs(args)  # bad settings fail before the model loads
     medusa = load_medusa(args.model, args.heads, args.device, args.dtype)
     tree, default_lookup = tree_and_lookup(args.tree, medusa.default_lookup)
-    config = decode_config(args, default_lookup)
-    for prompt in prompts:
+    runs = [(p, args.seed + i) for p in prompts for i in range(args.num_return_sequences)]
+    for prompt, seed in runs:
+        config = decode_config(args, default_lookup, seed=seed)
         record = generate(medusa, prompt, tree, config)
-        if args.json or args.prompts:
+        if args.json or args.prompts or args.num_return_sequences > 1:
             print(json.dumps(record.to_json()), flush=True)
         else:
             print(record.text)

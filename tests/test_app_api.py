@@ -267,3 +267,14 @@ def test_context_lookup_choice_is_lossless_and_drawn_in_red(server, client):
     assert "+ 6 lookup" in outputs[4]
     off = record_of(run(client, prompt, tree_choice="chain-0", lookup="0"))
     assert off["settings"]["lookup_tokens"] == 0 and all(len(s["nodes"]) == 1 for s in off["steps"])
+
+
+def test_exact_sampling_shows_the_draws_and_acceptance_per_depth(client):
+    first, second = (run(client, "Tell me a story.", mode="exact", temperature=0.8, top_p=0.9, seed=3) for _ in range(2))
+    record = record_of(first)
+    assert record["settings"]["mode"] == "exact" and record["settings"]["top_p"] == 0.9
+    assert record["tokens"] == record_of(second)["tokens"]  # seeded
+    assert all(len(s["drawn"]) == len(s["accepted"]) for s in record["steps"])
+    caption, stats = value(first[2]), value(first[4])
+    assert "Drawn from the model" in caption and ("✓ a child" in caption or "no child" in caption)
+    assert "exact sampling" in stats and ("accepted past depth" in stats or "no drafted token" in stats)

@@ -52,9 +52,15 @@ def test_generate_json_and_prompts_file(tmp_path):
         (["--heads", "/nonexistent/heads"], "does not exist"),
         (["--lookup-tokens", "-1"], "tokens >= 1"),
         (["--lookup-tokens", "4", "--lookup-ngram", "3", "2"], "min_ngram <= max_ngram"),
+        (["--temperature", "-1"], "--temperature must be >= 0"),
+        (["--temperature", "0.7", "--top-p", "0"], "--top-p must be in (0, 1]"),
+        (["--temperature", "0.7", "--top-k", "0"], "--top-k must be >= 1"),
+        (["--temperature", "0.7", "--sampling", "typical", "--posterior-threshold", "0"], "posterior threshold"),
+        (["--num-return-sequences", "2"], "needs sampling"),
     ],
 )
 def test_generate_bad_input(args, message):
+    """Each refused in one line, before any model loads."""
     out = cli("generate", "--prompt", "hi", *args)
     assert out.returncode == 2
     assert message in out.stderr
@@ -207,3 +213,13 @@ def test_evaluate_reports_trees_with_and_without_lookup_and_head_accuracy(tmp_pa
     assert all(t["tokens_per_step_with_lookup"] >= 1 for t in data["trees"])
     assert len(data["top1"]) == 4 and all(0 <= a <= b <= 1 for a, b in zip(data["top1"], data["top5"]))
     assert "tokens/step, heads alone" in out.stdout and "| 0 |" in out.stdout
+
+
+def test_generate_samples_n_continuations_with_consecutive_seeds():
+    out = cli("generate", "--prompt", "Name a colour.", "--max-new-tokens", "6", "--temperature", "0.9", "--top-p", "0.9",
+              "--seed", "5", "--num-return-sequences", "3")
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["settings"]["seed"] for r in records] == [5, 6, 7]
+    assert all(r["settings"]["mode"] == "exact" and r["settings"]["top_p"] == 0.9 for r in records)
+    assert all(len(r["steps"][0]["drawn"]) == len(r["steps"][0]["accepted"]) for r in records)

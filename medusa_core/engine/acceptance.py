@@ -60,10 +60,21 @@ def tempered_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 def accept_typical(
     node_tokens: torch.Tensor, internal_logits: torch.Tensor, buffers: TreeBuffers, config: TypicalConfig
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Medusa's typical acceptance: a node is accepted when its parent's tempered probability of it
+    clears the threshold; of the longest accepted candidates, the most likely one (the highest sum
+    of log-probabilities along its accepted nodes) wins, as in Medusa's evaluate_posterior."""
     probs = tempered_probs(internal_logits, config.temperature)  # [I, V]
     threshold = typical_threshold(probs, config)  # [I]
     p_token = probs[buffers.parent_row, node_tokens]  # [N] parent's probability of each node's token
-    return longest_accepted_path(p_token > threshold[buffers.parent_row], buffers)
+    node_ok = p_token > threshold[buffers.parent_row]
+    rows = buffers.retrieve  # [L, D+1]
+    present = rows[:, 1:] >= 0  # [L, D]
+    ok = torch.where(present, node_ok[rows[:, 1:].clamp(min=0)], False)
+    lengths = ok.to(torch.long).cumprod(dim=1).sum(dim=1)  # [L]
+    within = torch.arange(rows.shape[1] - 1, device=rows.device)[None] < lengths[:, None]  # [L, D]
+    log_p = torch.where(within, torch.log(p_token[rows[:, 1:].clamp(min=0)].clamp(min=1e-30)), 0.0).sum(dim=1)  # [L]
+    best = torch.argmax(torch.where(lengths == lengths.max(), log_p, float("-inf")))
+    return rows[best], lengths[best] + 1
 
 
 def sample_typical(logits: torch.Tensor, config: TypicalConfig, generator: torch.Generator) -> int:

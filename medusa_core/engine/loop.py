@@ -18,6 +18,7 @@ from medusa_core.engine.acceptance import TypicalConfig, accept_greedy, accept_t
 from medusa_core.engine.buffers import TreeBuffers, layout_from_parents
 from medusa_core.engine.drafters import DraftContext, Drafter, HeadsDrafter, LookupDrafter, MergedTree, merge_drafts
 from medusa_core.engine.records import GenerationRecord, Node, StepRecord
+from medusa_core.engine.sampling import SamplingConfig, accept_exact, draw, processed_probs
 from medusa_core.engine.verify import commit_kv, prefill, verify_tree
 from medusa_core.modeling.device import synchronize
 from medusa_core.modeling.logits import final_logits
@@ -39,20 +40,28 @@ class DecodeConfig:
     chat: bool | None = None  # None: the chat template when the tokenizer has one
     trace_text: bool = True  # decode each node's text into the trace (off for benchmarks)
     lookup: LookupConfig | None = None  # also verify a chain copied from the context each step
+    sampling: SamplingConfig | None = None  # exact sampling from the model's processed distribution
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.typical is not None and self.sampling is not None:
+            raise ValueError("choose one of typical acceptance and exact sampling")
+
+    @property
+    def mode(self) -> str:
+        return "exact" if self.sampling else "typical" if self.typical else "greedy"
 
     def settings(self) -> dict:
         return (
             {
                 "max_new_tokens": self.max_new_tokens,
-                "mode": "greedy" if self.typical is None else "typical",
+                "mode": self.mode,
                 "seed": self.seed,
                 "lookup_tokens": self.lookup.tokens if self.lookup else 0,
             }
             | (asdict(self.typical) if self.typical else {})
+            | (asdict(self.sampling) if self.sampling else {})
             | (
                 {"lookup_max_ngram": self.lookup.max_ngram, "lookup_min_ngram": self.lookup.min_ngram}
                 if self.lookup
@@ -114,6 +123,10 @@ def next_root(
     logits: torch.Tensor, config: DecodeConfig, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The base model's own next token at the last accepted node and its probability (device)."""
+    if config.sampling is not None:
+        probs = processed_probs(logits, config.sampling)  # [V]
+        token = draw(probs[None], generator)[0].to(logits.device)
+        return token, probs[token]
     probs = torch.softmax(logits.float(), dim=-1)  # [V]
     if config.typical is None:
         token = logits.argmax()
@@ -196,9 +209,16 @@ def stream_generation(
     generator = torch.Generator().manual_seed(config.seed)
     layouts = Layouts(paths, base.device)
 
-    def read_next(hidden_last: torch.Tensor, root_logits: torch.Tensor, prefix_len: int) -> _State:
-        """The next root and the heads' top-k at the last accepted position: one transfer."""
-        root, root_prob = next_root(root_logits, config, generator)
+    def read_next(
+        hidden_last: torch.Tensor, root_logits: torch.Tensor | None, prefix_len: int, drawn: tuple[int, float] | None = None
+    ) -> _State:
+        """The next root (chosen from root_logits, or already drawn by the exact walk) and the
+        heads' top-k at the last accepted position: one transfer."""
+        if drawn is None:
+            root, root_prob = next_root(root_logits, config, generator)
+        else:
+            root = torch.tensor(drawn[0], device=hidden_last.device)
+            root_prob = torch.tensor(drawn[1], device=hidden_last.device)
         if heads_depth:
             tokens, probs = head_topk(propose_logits(medusa, hidden_last, heads_depth), top_k, medusa.proposal)
         else:
@@ -229,16 +249,23 @@ def stream_generation(
         internal_logits = final_logits(
             base.model, hidden[buffers.internal]
         )  # [I, V]: big trees' leaves are rarely needed
-        if config.typical is None:
-            path, length = accept_greedy(node_tokens, internal_logits, buffers)
+        drawn_tokens = None
+        if config.sampling is not None:
+            walk = accept_exact(merged.tokens, buffers, internal_logits, lambda n: final_logits(base.model, hidden[n]),
+                                config.sampling, generator)
+            accepted, drawn_tokens = walk.accepted, walk.drawn
+            next_state = read_next(hidden[accepted[-1]], None, state.prefix_len + len(accepted), (walk.next_token, walk.next_prob))
         else:
-            path, length = accept_typical(node_tokens, internal_logits, buffers, config.typical)
-        path_h, length_h = to_host(path, length)
-        accepted = [int(i) for i in path_h[: int(length_h[0])]]
-        last = accepted[-1]
-        row = buffers.internal_row[last]
-        root_logits = internal_logits[row] if row >= 0 else final_logits(base.model, hidden[last])
-        next_state = read_next(hidden[last], root_logits, state.prefix_len + len(accepted))
+            if config.typical is None:
+                path, length = accept_greedy(node_tokens, internal_logits, buffers)
+            else:
+                path, length = accept_typical(node_tokens, internal_logits, buffers, config.typical)
+            path_h, length_h = to_host(path, length)
+            accepted = [int(i) for i in path_h[: int(length_h[0])]]
+            last = accepted[-1]
+            row = buffers.internal_row[last]
+            root_logits = internal_logits[row] if row >= 0 else final_logits(base.model, hidden[last])
+            next_state = read_next(hidden[last], root_logits, state.prefix_len + len(accepted))
         commit_kv(cache, state.prefix_len, accepted)
         accepted_tokens = [merged.tokens[i] for i in accepted]
         in_cache.extend(accepted_tokens)
@@ -246,7 +273,9 @@ def stream_generation(
         out.extend(emitted)
         state = next_state
         now = time.perf_counter()  # the transfer above waited for the device: no sync needed
-        step = StepRecord(trace_nodes(medusa, merged, buffers, config.trace_text), accepted, emitted, now - step_start)
+        step = StepRecord(
+            trace_nodes(medusa, merged, buffers, config.trace_text), accepted, emitted, now - step_start, drawn_tokens
+        )
         step_start = now
         steps.append(step)
         yield step

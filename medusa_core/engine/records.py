@@ -24,6 +24,9 @@ class StepRecord:
     accepted: list[int]  # node ids root -> last accepted node
     emitted: list[int]  # token ids this step added to the output
     seconds: float
+    # exact sampling: the token drawn from the model at each visited node (the last one, which
+    # matched no child, is the next step's root); None for greedy and typical acceptance
+    drawn: list[int] | None = None
 
     @property
     def accepted_length(self) -> int:

@@ -235,18 +235,29 @@ def calibrate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompts", required=True, help="calibration prompts, one per line")
     p.add_argument("--out", required=True, help="accuracy table to write (medusa-accuracy/1 JSON)")
     p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--top-k", type=int, default=10, help="ranks per head in the table")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="> 0: a table for exact sampling at this temperature (acceptance = the token's probability)")
+    p.add_argument("--top-p", type=float, default=1.0, help="with --temperature: the sampling's nucleus mass")
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
     from optimizer.accuracy import save_accuracy_table
 
     from medusa_core.training.calibration import calibrate
+    from medusa_core.training.sampling_calibration import calibrate_sampling
 
+    if args.temperature < 0:
+        raise ValueError(f"--temperature must be >= 0, got {args.temperature}")
+    sampling = SamplingConfig(args.temperature, args.top_p) if args.temperature > 0 else None
     prompts = read_prompt_file(args.prompts)
     medusa = load_medusa(args.model, args.heads, args.device, args.dtype)
     with tqdm(total=len(prompts), desc="calibrate") as bar:
-        table = calibrate(medusa, prompts, args.max_new_tokens, args.top_k, lambda done, _: bar.update(done - bar.n))
+        report = lambda done, _: bar.update(done - bar.n)  # noqa: E731
+        if sampling is None:
+            table = calibrate(medusa, prompts, args.max_new_tokens, args.top_k, report)
+        else:
+            table = calibrate_sampling(medusa, prompts, sampling, args.max_new_tokens, args.top_k, report)
     save_accuracy_table(table, args.out)
     print(f"{table.samples} positions from {len(prompts)} prompts -> {args.out}")
     for k, row in enumerate(table.acc):

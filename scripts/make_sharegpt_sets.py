@@ -8,7 +8,7 @@ Filters, in order: the first turn is a human's; whitespace collapsed to one line
 one prompt per line); 16-1200 characters; English-ish (>= 97% ASCII, and common English words make
 up >= 15% of the words); not a duplicate (case, punctuation and spacing ignored); not one of the
 older prompt sets' prompts. The survivors are shuffled (seed 0) and split into disjoint sets.
-Usage: python scripts/make_sharegpt_sets.py [path/to/ShareGPT_V3_unfiltered_cleaned_split.json]
+Usage: bash scripts/setup.sh --training; .venv/bin/python scripts/make_sharegpt_sets.py [path/to/the.json]
 """
 
 import importlib.util

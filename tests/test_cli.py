@@ -223,3 +223,15 @@ def test_generate_samples_n_continuations_with_consecutive_seeds():
     assert [r["settings"]["seed"] for r in records] == [5, 6, 7]
     assert all(r["settings"]["mode"] == "exact" and r["settings"]["top_p"] == 0.9 for r in records)
     assert all(len(r["steps"][0]["drawn"]) == len(r["steps"][0]["accepted"]) for r in records)
+
+
+def test_calibrate_for_sampling_writes_a_probability_table(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Write a haiku about rain.\nList two fruits.\n")
+    out = cli("calibrate", "--prompts", str(prompts), "--out", str(tmp_path / "acc.json"), "--max-new-tokens", "16",
+              "--top-k", "4", "--temperature", "0.7")
+    assert out.returncode == 0, out.stderr
+    table = json.loads((tmp_path / "acc.json").read_text())
+    assert table["format"] == "medusa-accuracy/1" and table["top_k"] == 4 and "ranks" not in table
+    assert "exact sampling (temperature 0.7" in table["source"]
+    assert all(len(row) == 4 and 0 < sum(row) <= 1 + 1e-9 for row in table["acc"])

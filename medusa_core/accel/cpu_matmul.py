@@ -103,7 +103,18 @@ def fastest(shape: str, rows: int, kernel_allowed: bool) -> str:
 
 
 def matmul_report() -> str:
-    """What computes the few-row matmuls on this machine, in words."""
+    """What computes the few-row matmuls on this machine, in a few words (for a status line)."""
+    timings = matmul_decision()["timings"]
+    kernel_rows = sorted(
+        {int(r) for by_rows in timings.values() for r, t in by_rows.items() if min(t, key=t.get) == KERNEL}
+    )
+    if kernel_rows:
+        return f"our kernel at {', '.join(map(str, kernel_rows))} rows, PyTorch elsewhere (measured here)"
+    return "PyTorch (measured faster here than our kernel)"
+
+
+def matmul_details() -> str:
+    """The measured choice per shape class and row count (for benchmark records)."""
     decision = matmul_decision()
     parts = []
     for shape, by_rows in decision["timings"].items():

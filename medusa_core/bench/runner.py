@@ -28,7 +28,7 @@ from medusa_core.modeling import default_model
 from medusa_core.bench.methods import HF_ASSISTED, HF_GREEDY, HF_PROMPT_LOOKUP, MEDUSA, Method, Run, Runner, make_runner
 from medusa_core.engine.precision import first_divergence, first_mismatch
 from medusa_core.spec.lookup import LookupConfig
-from medusa_core.accel.cpu_matmul import kernel_in_use, matmul_report
+from medusa_core.accel.cpu_matmul import kernel_in_use, matmul_details
 from medusa_core.modeling.models import REPO_ROOT, BaseModel, MedusaModel, encode_prompt
 from medusa_core.spec.trees import Path_, chain_tree, is_tree_file, resolve_tree_with_lookup, tree_depth, validate_tree
 
@@ -176,7 +176,7 @@ def machine_info(device: torch.device, dtype: torch.dtype = torch.float32) -> di
         "device_name": torch.cuda.get_device_name(device) if cuda else cpu,
         "cuda": torch.version.cuda if cuda else None,
         "cpu_matmul_kernel": kernel_in_use() if device.type == "cpu" and dtype == torch.float32 else None,
-        "cpu_matmul": matmul_report() if device.type == "cpu" and dtype == torch.float32 else None,  # the measured choice
+        "cpu_matmul": matmul_details() if device.type == "cpu" and dtype == torch.float32 else None,  # the measured choice
     }
 
 

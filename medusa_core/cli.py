@@ -154,7 +154,9 @@ def lookup_note(lookup: LookupConfig | None) -> str:
 # train-heads ------------------------------------------------------------------------------
 def train_args(p: argparse.ArgumentParser) -> None:
     add_model_args(p, heads=False)
-    p.add_argument("--prompts", required=True, help="training prompts, one per line")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompts", help="training prompts, one per line (their answers are generated first)")
+    src.add_argument("--distilled", nargs="+", metavar="FOLDER", help="folders of distill chunks: train on those answers")
     p.add_argument("--out", required=True, help="heads folder to write (and resume from)")
     p.add_argument("--num-heads", type=int, default=4)
     p.add_argument("--num-layers", type=int, default=1)
@@ -174,7 +176,8 @@ def run_train(args: argparse.Namespace) -> int:
     from medusa_core.training.training import TrainConfig, train_heads
 
     config = TrainConfig(
-        prompts=args.prompts,
+        prompts=args.prompts or "",
+        distilled=tuple(args.distilled or ()),
         out=args.out,
         num_heads=args.num_heads,
         num_layers=args.num_layers,
@@ -187,7 +190,8 @@ def run_train(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         full_vocab=args.full_vocab,
     )
-    read_prompt_file(config.prompts)  # fail on a bad file before loading the model
+    if config.prompts:
+        read_prompt_file(config.prompts)  # fail on a bad file before loading the model
     base = load_base_model(args.model, args.device, args.dtype)
     bar = Bar()
     result = train_heads(base, config, bar)

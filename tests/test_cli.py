@@ -235,3 +235,21 @@ def test_calibrate_for_sampling_writes_a_probability_table(tmp_path):
     assert table["format"] == "medusa-accuracy/1" and table["top_k"] == 4 and "ranks" not in table
     assert "exact sampling (temperature 0.7" in table["source"]
     assert all(len(row) == 4 and 0 < sum(row) <= 1 + 1e-9 for row in table["acc"])
+
+
+def test_train_heads_on_distilled_chunks(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Say hi.\nName a planet.\nWhat is tea?\n")
+    chunks = tmp_path / "chunks"
+    made = cli("distill", "--prompts", str(prompts), "--out", str(chunks), "--chunk-size", "2", "--max-new-tokens", "24")
+    assert made.returncode == 0, made.stderr
+    out_dir = tmp_path / "h"
+    out = cli("train-heads", "--distilled", str(chunks), "--out", str(out_dir), "--epochs", "1", "--batch-size", "8")
+    assert out.returncode == 0, out.stderr
+    assert "head 0: top-1" in out.stdout
+    card = json.loads((out_dir / "training.json").read_text())["training"]
+    assert card["distilled"] == [str(chunks)] and card["prompts"] == ""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused = cli("train-heads", "--distilled", str(empty), "--out", str(tmp_path / "h2"))
+    assert refused.returncode == 2 and "no distill chunks" in refused.stderr

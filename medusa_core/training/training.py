@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -14,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from medusa_core.modeling.default_model import cache_root
+from medusa_core.training.distill_chunks import iter_chunks, load_distilled
 from medusa_core.training.distill_data import (
     IGNORE,
     HiddenCache,
@@ -53,8 +55,11 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 50
     full_vocab: bool = False  # False: the loss's softmax spans only the tokens the conversations use
+    distilled: tuple[str, ...] = ()  # folders of distill chunks to train on instead of generating from `prompts`
 
     def __post_init__(self) -> None:
+        if not self.prompts and not self.distilled:
+            raise ValueError("need training prompts or distilled answers (--distilled FOLDER)")
         if self.num_heads < 1 or self.num_layers < 0:
             raise ValueError("need num_heads >= 1 and num_layers >= 0")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -70,8 +75,26 @@ class HeadAccuracy:
     samples: int
 
 
+def distilled_hidden_cache(base: BaseModel, folders: tuple[str, ...], stage: Stage | None) -> HiddenCache:
+    """Hidden states recomputed from saved distill chunks (cached, keyed by the chunk files)."""
+    files = [p for folder in folders for p in iter_chunks(folder)]
+    if not files:
+        raise ValueError(f"no distill chunks (chunk-*.json.xz) in {', '.join(folders)}")
+    key = hashlib.sha256(json.dumps([base.name] + [[p.name, p.stat().st_size] for p in files]).encode()).hexdigest()[:16]
+    hidden_file = cache_root() / "distill" / f"chunks-{key}" / "hidden.pt"
+    if hidden_file.is_file():
+        return load_hidden_cache(hidden_file)
+    hidden_file.parent.mkdir(parents=True, exist_ok=True)
+    report = (lambda d, t: stage("hidden states", d, t)) if stage else None
+    cache = build_hidden_cache(base, load_distilled(folders), report)
+    save_hidden_cache(cache, hidden_file)
+    return cache
+
+
 def prepare_hidden_cache(base: BaseModel, config: TrainConfig, stage: Stage | None) -> HiddenCache:
     """Generate (or reuse) the self-distilled text and the frozen model's hidden states."""
+    if config.distilled:
+        return distilled_hidden_cache(base, config.distilled, stage)
     prompts = read_prompt_file(config.prompts)
     prompt_ids = encode_prompts(base, prompts, config.max_new_tokens)
     folder = cache_root() / "distill" / data_key(base, prompts, config.max_new_tokens)

@@ -76,6 +76,13 @@ class LookupDrafter:
         )
 
 
+def drafters_for(paths: tuple[Path_, ...], lookup: LookupConfig | None) -> list[Drafter]:
+    """The drafters a step runs: the heads' tree first (its nodes lead the layout), then the
+    context lookup. A new drafter is a class above and one line here."""
+    drafters: list[Drafter] = [HeadsDrafter(paths)] if paths else []
+    return drafters + ([LookupDrafter(lookup)] if lookup else [])
+
+
 @dataclass(frozen=True)
 class MergedTree:
     """One step's candidate tree: node 0 is the root; the first draft's nodes follow in order."""

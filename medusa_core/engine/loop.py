@@ -16,7 +16,7 @@ import torch
 
 from medusa_core.engine.acceptance import TypicalConfig, accept_greedy, accept_typical, sample_typical
 from medusa_core.engine.buffers import TreeBuffers, layout_from_parents
-from medusa_core.engine.drafters import DraftContext, Drafter, HeadsDrafter, LookupDrafter, MergedTree, merge_drafts
+from medusa_core.engine.drafters import DraftContext, MergedTree, drafters_for, merge_drafts
 from medusa_core.engine.records import GenerationRecord, Node, StepRecord
 from medusa_core.engine.sampling import SamplingConfig, accept_exact, draw, processed_probs
 from medusa_core.engine.verify import commit_kv, prefill, verify_tree
@@ -155,12 +155,6 @@ def trace_nodes(medusa: MedusaModel, tree: MergedTree, buffers: TreeBuffers, wit
             tree.tokens, texts, buffers.depths, tree.ranks, tree.probs, tree.parents, tree.sources
         )
     ]
-
-
-def drafters_for(paths: tuple[Path_, ...], lookup: LookupConfig | None) -> list[Drafter]:
-    """The heads' tree first (its nodes lead the layout), then the context lookup."""
-    drafters: list[Drafter] = [HeadsDrafter(paths)] if paths else []
-    return drafters + ([LookupDrafter(lookup)] if lookup else [])
 
 
 def check_prompt_fits(prompt_len: int, context: int, tree_depth: int) -> None:

@@ -26,13 +26,22 @@ class TypicalConfig:
             raise ValueError(f"posterior alpha must be in (0, 1], got {self.posterior_alpha}")
 
 
-def longest_accepted_path(node_ok: torch.Tensor, buffers: TreeBuffers) -> tuple[torch.Tensor, torch.Tensor]:
+def longest_accepted_path(
+    node_ok: torch.Tensor, buffers: TreeBuffers, node_score: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """node_ok [N] bool (root ignored) -> the longest root path of accepted nodes, on the device
-    (no host round trip): its node ids [D+1] padded with -1, and its node count [] (root included)."""
+    (no host round trip): its node ids [D+1] padded with -1, and its node count [] (root included).
+    Ties go to the first path, or with node_score [N] to the highest sum over the accepted nodes."""
     rows = buffers.retrieve  # [L, D+1]
-    ok = torch.where(rows[:, 1:] >= 0, node_ok[rows[:, 1:].clamp(min=0)], False)  # [L, D]
+    nodes = rows[:, 1:].clamp(min=0)  # [L, D]
+    ok = torch.where(rows[:, 1:] >= 0, node_ok[nodes], False)  # [L, D]
     lengths = ok.to(torch.long).cumprod(dim=1).sum(dim=1)  # [L]
-    best = torch.argmax(lengths)  # the first of the longest
+    if node_score is None:
+        best = torch.argmax(lengths)  # the first of the longest
+    else:
+        within = torch.arange(nodes.shape[1], device=rows.device)[None] < lengths[:, None]  # [L, D]
+        score = torch.where(within, node_score[nodes], 0.0).sum(dim=1)  # [L]
+        best = torch.argmax(torch.where(lengths == lengths.max(), score, float("-inf")))
     return rows[best], lengths[best] + 1
 
 
@@ -66,15 +75,8 @@ def accept_typical(
     probs = tempered_probs(internal_logits, config.temperature)  # [I, V]
     threshold = typical_threshold(probs, config)  # [I]
     p_token = probs[buffers.parent_row, node_tokens]  # [N] parent's probability of each node's token
-    node_ok = p_token > threshold[buffers.parent_row]
-    rows = buffers.retrieve  # [L, D+1]
-    present = rows[:, 1:] >= 0  # [L, D]
-    ok = torch.where(present, node_ok[rows[:, 1:].clamp(min=0)], False)
-    lengths = ok.to(torch.long).cumprod(dim=1).sum(dim=1)  # [L]
-    within = torch.arange(rows.shape[1] - 1, device=rows.device)[None] < lengths[:, None]  # [L, D]
-    log_p = torch.where(within, torch.log(p_token[rows[:, 1:].clamp(min=0)].clamp(min=1e-30)), 0.0).sum(dim=1)  # [L]
-    best = torch.argmax(torch.where(lengths == lengths.max(), log_p, float("-inf")))
-    return rows[best], lengths[best] + 1
+    log_p = torch.log(p_token.clamp(min=1e-30))
+    return longest_accepted_path(p_token > threshold[buffers.parent_row], buffers, log_p)
 
 
 def sample_typical(logits: torch.Tensor, config: TypicalConfig, generator: torch.Generator) -> int:

@@ -8,6 +8,7 @@ exact sampling sees distinct children. A new drafter is one more class here.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -51,12 +52,17 @@ class HeadsDrafter:
     paths: tuple[Path_, ...]  # validated, in (depth, path) order
     source: str = "heads"
 
-    def draft(self, ctx: DraftContext) -> Draft:
+    @functools.cached_property
+    def parents(self) -> tuple[int, ...]:
+        """Each path's parent within the draft (ROOT for depth 1), fixed for the whole generation."""
         index = {p: i for i, p in enumerate(self.paths)}
+        return tuple(index[p[:-1]] if len(p) > 1 else ROOT for p in self.paths)
+
+    def draft(self, ctx: DraftContext) -> Draft:
         return Draft(
             self.source,
             tuple(int(ctx.head_tokens[len(p) - 1][p[-1]]) for p in self.paths),
-            tuple(index[p[:-1]] if len(p) > 1 else ROOT for p in self.paths),
+            self.parents,
             tuple(float(ctx.head_probs[len(p) - 1][p[-1]]) for p in self.paths),
             tuple(p[-1] for p in self.paths),
         )

@@ -10,14 +10,13 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
-from transformers import DynamicCache
 
 from optimizer.accuracy import AccuracyTable, accuracy_from_ranks
 
 from medusa_core.engine.loop import DecodeConfig, generate, heads_logits
 from medusa_core.training.distill_data import encode_prompts
 from medusa_core.modeling.models import MedusaModel
-from medusa_core.engine.verify import forward_hidden
+from medusa_core.engine.verify import forward_hidden, new_cache
 
 def head_ranks(medusa: MedusaModel, tokens: Sequence[int], start: int) -> torch.Tensor:
     """Ranks [T, K] of the true tokens t+k+2 in head k's logits, for t = start.. with all K
@@ -25,8 +24,7 @@ def head_ranks(medusa: MedusaModel, tokens: Sequence[int], start: int) -> torch.
     with a proposal vocabulary they are ranks within it, as decoding proposes."""
     k = medusa.num_heads
     ids = torch.tensor(tokens, device=medusa.base.device)  # [L]
-    cache = DynamicCache(config=medusa.base.model.config)
-    hidden = forward_hidden(medusa.base.model, ids[None], cache, torch.arange(len(tokens), device=ids.device)[None])
+    hidden = forward_hidden(medusa.base.model, ids[None], new_cache(), torch.arange(len(tokens), device=ids.device)[None])
     t = torch.arange(start, len(tokens) - k - 1, device=ids.device)  # [T] positions with every target
     if t.numel() == 0:
         return torch.empty(0, k, dtype=torch.long)

@@ -9,26 +9,13 @@ from medusa_core.accel.cpu_gqa import use_masked_gqa
 from medusa_core.accel.cpu_matmul import use_few_rows_linears
 from medusa_core.engine.loop import DecodeConfig, PromptTooLongError, generate
 from medusa_core.spec.trees import chain_tree, full_tree, preset_tree, validate_tree
-from tiny_models import ALL_ARCHS, ARCHS, VOCAB, ReferenceHeads, greedy_reference, medusa_of, random_heads, tiny_base
+from tiny_models import (
+    ALL_ARCHS, ARCHS, VOCAB, ReferenceHeads, greedy_reference, medusa_of, prompts, random_heads, tiny_base, trees,
+)
 
 BASES = {arch: tiny_base(arch) for arch in ALL_ARCHS}
 
 
-@st.composite
-def trees(draw, num_heads=4, top_k=5, max_nodes=24):
-    """Random valid trees: grow by adding a child (next free rank) to a random existing node."""
-    paths: list[tuple[int, ...]] = []
-    for _ in range(draw(st.integers(1, max_nodes))):
-        parents = [()] + [p for p in paths if len(p) < num_heads]
-        parent = draw(st.sampled_from(parents))
-        used = {p[-1] for p in paths if p[:-1] == parent}
-        free = [r for r in range(top_k) if r not in used]
-        if free:
-            paths.append(parent + (draw(st.sampled_from(free)),))
-    return validate_tree(paths)
-
-
-prompts = st.lists(st.integers(1, VOCAB - 1), min_size=1, max_size=12)
 
 
 @pytest.mark.parametrize("arch", ALL_ARCHS)

@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from medusa_core.training.calibration import head_ranks
-from medusa_core.engine.loop import DecodeConfig, generate, heads_logits
+from medusa_core.engine.loop import DecodeConfig, generate
+from medusa_core.engine.step import heads_logits
 from medusa_core.modeling.heads_io import PROPOSAL_FILE, HeadsLoadError, load_proposal_tokens, save_heads
 from tiny_models import VOCAB, greedy_reference, medusa_of, random_heads, tiny_base
 from test_lossless import prompts, trees

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 import torch
 
-from medusa_core.engine import loop
+from medusa_core.engine import step
 from medusa_core.engine.acceptance import TypicalConfig, accept_typical
 from medusa_core.engine.buffers import build_tree_buffers
 from medusa_core.engine.loop import DecodeConfig, generate
@@ -100,7 +100,7 @@ def biased_walk(node_tokens, buffers, internal_logits, leaf_logits, config, gene
 def test_a_biased_sampler_fails_the_same_test(monkeypatch):
     base = tiny_base("llama")
     medusa = medusa_of(base, oracle_heads(base))
-    monkeypatch.setattr(loop, "accept_exact", biased_walk)
+    monkeypatch.setattr(step, "accept_exact", biased_walk)
     runs = 2_000
     counts = sample_first_tokens(medusa, full_tree(3, 2), runs, None)
     assert chi_square_p(counts, exact_joint(base, PROMPT, SAMPLING), runs) < 0.001

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from hypothesis import strategies as st
 from torch import nn
 from transformers import (
     Gemma2Config,
@@ -27,7 +28,7 @@ from medusa_core.modeling.heads import HeadsConfig, MedusaHeads
 from medusa_core.modeling.models import BaseModel, MedusaModel
 from medusa_core.modeling.proposal_vocab import ProposalVocab
 from medusa_core.engine.verify import forward_hidden
-from medusa_core.spec.trees import chain_tree
+from medusa_core.spec.trees import chain_tree, validate_tree
 
 VOCAB = 96
 HIDDEN = 32
@@ -145,3 +146,20 @@ def medusa_of(base: BaseModel, heads: nn.Module, proposal_tokens: list[int] | No
 def greedy_reference(base: BaseModel, prompt: list[int], max_new_tokens: int) -> list[int]:
     out = base.model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=max_new_tokens, attention_mask=torch.ones(1, len(prompt), dtype=torch.long))
     return out[0, len(prompt):].tolist()
+
+
+@st.composite
+def trees(draw, num_heads=4, top_k=5, max_nodes=24):
+    """Random valid trees: grow by adding a child (next free rank) to a random existing node."""
+    paths: list[tuple[int, ...]] = []
+    for _ in range(draw(st.integers(1, max_nodes))):
+        parents = [()] + [p for p in paths if len(p) < num_heads]
+        parent = draw(st.sampled_from(parents))
+        used = {p[-1] for p in paths if p[:-1] == parent}
+        free = [r for r in range(top_k) if r not in used]
+        if free:
+            paths.append(parent + (draw(st.sampled_from(free)),))
+    return validate_tree(paths)
+
+
+prompts = st.lists(st.integers(1, VOCAB - 1), min_size=1, max_size=12)

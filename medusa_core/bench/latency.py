@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 
 from medusa_core.engine.buffers import build_tree_buffers
-from medusa_core.engine.loop import head_topk, propose_logits
+from medusa_core.engine.step import head_topk, propose_logits
 from medusa_core.modeling.logits import final_logits
 from medusa_core.modeling.device import synchronize
 from medusa_core.modeling.models import BaseModel, MedusaModel, heads_spec_if_any, load_base_model, load_medusa

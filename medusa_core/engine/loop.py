@@ -1,138 +1,35 @@
-"""The Medusa decoding loop: draft, verify in one pass, accept, commit, repeat; traced.
+"""The Medusa decoding loop over a batch of prompts: draft, verify in one pass, accept, commit,
+repeat; every row traced on its own.
 
-Host and device meet twice a step, each time for one small packed transfer: the accepted path
-(to commit the cache and pick where the next root is read), then the next root with the heads'
-top-k (what the next step drafts from). Everything else a step needs on the host (the tree's
-shape, its tokens, the trace) is host-side already.
+Rows of different lengths share one cache (each packed at its front, the rest masked). Each row
+has its own tree, accepted length, lookup matches, generator and stop; a finished row leaves the
+batch (its cache rows are dropped), so it costs nothing from then on.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
 from typing import Iterator, Sequence
 
 import torch
 
-from medusa_core.engine.acceptance import TypicalConfig, accept_greedy, accept_typical, sample_typical
-from medusa_core.engine.buffers import TreeBuffers, layout_from_parents
-from medusa_core.engine.drafters import DraftContext, MergedTree, drafters_for, merge_drafts
+from medusa_core.engine.buffers import TreeBuffers
+from medusa_core.engine.config import DecodeConfig
+from medusa_core.engine.drafters import MergedTree
 from medusa_core.engine.records import GenerationRecord, Node, StepRecord
-from medusa_core.engine.sampling import SamplingConfig, accept_exact, draw, processed_probs
-from medusa_core.engine.verify import commit_kv, prefill, verify_tree
+from medusa_core.engine.step import Decoding, Row
+from medusa_core.engine.verify import commit_rows, drop_rows, prefill_rows
 from medusa_core.modeling.device import synchronize
 from medusa_core.modeling.logits import final_logits
 from medusa_core.modeling.models import MedusaModel, encode_prompt
-from medusa_core.modeling.proposal_vocab import ProposalVocab
-from medusa_core.spec.lookup import LookupConfig
-from medusa_core.spec.trees import Path_, tree_depth, tree_top_k, validate_tree
+
+__all__ = ["DecodeConfig", "PromptTooLongError", "generate", "generate_batch", "stream_generation", "stream_rows"]
+
+BatchStep = dict[int, StepRecord]  # input index -> the step that row took
 
 
 class PromptTooLongError(ValueError):
     """The prompt does not fit the model's context."""
-
-
-@dataclass(frozen=True)
-class DecodeConfig:
-    max_new_tokens: int = 128
-    typical: TypicalConfig | None = None  # None: lossless greedy
-    seed: int = 0
-    chat: bool | None = None  # None: the chat template when the tokenizer has one
-    trace_text: bool = True  # decode each node's text into the trace (off for benchmarks)
-    lookup: LookupConfig | None = None  # also verify a chain copied from the context each step
-    sampling: SamplingConfig | None = None  # exact sampling from the model's processed distribution
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.typical is not None and self.sampling is not None:
-            raise ValueError("choose one of typical acceptance and exact sampling")
-
-    @property
-    def mode(self) -> str:
-        return "exact" if self.sampling else "typical" if self.typical else "greedy"
-
-    def settings(self) -> dict:
-        return (
-            {
-                "max_new_tokens": self.max_new_tokens,
-                "mode": self.mode,
-                "seed": self.seed,
-                "lookup_tokens": self.lookup.tokens if self.lookup else 0,
-            }
-            | (asdict(self.typical) if self.typical else {})
-            | (asdict(self.sampling) if self.sampling else {})
-            | (
-                {"lookup_max_ngram": self.lookup.max_ngram, "lookup_min_ngram": self.lookup.min_ngram}
-                if self.lookup
-                else {}
-            )
-        )
-
-
-def to_host(*tensors: torch.Tensor) -> list[list[float]]:
-    """One device-to-host transfer for several small tensors: each flattened, as floats (token ids
-    below 2**53 are exact)."""
-    flat = [t.reshape(-1).to(torch.float64) for t in tensors]
-    values = torch.cat(flat).tolist()
-    out, at = [], 0
-    for t in flat:
-        out.append(values[at : at + t.numel()])
-        at += t.numel()
-    return out
-
-
-@dataclass(frozen=True)
-class _State:
-    """Where decoding stands (host-side): cache length, the pending root and the heads' top-k there."""
-
-    prefix_len: int
-    root: int
-    root_prob: float
-    head_tokens: list[list[int]]  # [D][k]
-    head_probs: list[list[float]]  # [D][k]
-
-
-def head_topk(
-    head_logits: torch.Tensor, top_k: int, proposal: ProposalVocab | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """[K, U] -> top-k token ids [K, k] and their probabilities [K, k]."""
-    probs = torch.softmax(head_logits.float(), dim=-1)
-    top = torch.topk(probs, top_k, dim=-1)
-    tokens = top.indices if proposal is None else proposal.tokens[top.indices]
-    return tokens, top.values
-
-
-def heads_logits(medusa: MedusaModel, hidden: torch.Tensor, num_heads: int | None = None) -> torch.Tensor:
-    """The first `num_heads` (default all) heads' logits [K, ..., U] over their proposal
-    vocabulary (U = V without one)."""
-    if medusa.proposal is None:
-        return medusa.heads(hidden, medusa.base.model.get_output_embeddings(), num_heads)
-    return medusa.proposal.logits(medusa.heads.head_states(hidden, num_heads))
-
-
-def propose_logits(medusa: MedusaModel, hidden: torch.Tensor, depth: int) -> torch.Tensor:
-    """Logits [D, U] of the heads a tree of this depth uses: a shallow tree skips the deep
-    heads' projections, a visible share of a CPU step; none for the empty tree (plain greedy)."""
-    if depth == 0:
-        return hidden.new_empty(0, 0)
-    return heads_logits(medusa, hidden, depth)
-
-
-def next_root(
-    logits: torch.Tensor, config: DecodeConfig, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The base model's own next token at the last accepted node and its probability (device)."""
-    if config.sampling is not None:
-        probs = processed_probs(logits, config.sampling)  # [V]
-        token = draw(probs[None], generator)[0].to(logits.device)
-        return token, probs[token]
-    probs = torch.softmax(logits.float(), dim=-1)  # [V]
-    if config.typical is None:
-        token = logits.argmax()
-    else:
-        token = torch.tensor(sample_typical(logits, config.typical, generator), device=logits.device)
-    return token, probs[token]
 
 
 def stop_in(tokens: Sequence[int], eos: frozenset[int], budget: int) -> tuple[list[int], str | None]:
@@ -167,20 +64,112 @@ def check_prompt_fits(prompt_len: int, context: int, tree_depth: int) -> None:
         )
 
 
-class Layouts:
-    """Tree layouts by shape, built once per distinct shape on the decoding device."""
+def start_rows(
+    medusa: MedusaModel,
+    prompts: Sequence[str],
+    config: DecodeConfig,
+    prompt_ids: Sequence[Sequence[int]] | None,
+    seeds: Sequence[int] | None,
+    max_depth: int,
+) -> list[Row]:
+    if not prompts:
+        raise ValueError("no prompts to decode")
+    if prompt_ids is not None and len(prompt_ids) != len(prompts):
+        raise ValueError(f"{len(prompt_ids)} token lists for {len(prompts)} prompts")
+    if seeds is not None and len(seeds) != len(prompts):
+        raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+    base = medusa.base
+    rows = []
+    for i, prompt in enumerate(prompts):
+        ids = list(prompt_ids[i]) if prompt_ids is not None else encode_prompt(base.tokenizer, prompt, config.chat)
+        check_prompt_fits(len(ids), base.context_length, max_depth)
+        seed = config.seed if seeds is None else seeds[i]
+        rows.append(Row(i, prompt, ids, torch.Generator().manual_seed(seed), list(ids)))
+    return rows
 
-    def __init__(self, paths: tuple[Path_, ...], device: torch.device) -> None:
-        self.paths, self.device = paths, device
-        self.by_parents: dict[tuple[int, ...], TreeBuffers] = {}
 
-    def __call__(self, parents: tuple[int, ...]) -> TreeBuffers:
-        if parents not in self.by_parents:
-            self.by_parents[parents] = layout_from_parents(self.paths, parents).to(self.device)
-        return self.by_parents[parents]
+def finish(medusa: MedusaModel, row: Row, paths: list[list[int]], config: DecodeConfig) -> GenerationRecord:
+    base = medusa.base
+    return GenerationRecord(
+        model=base.name,
+        heads=medusa.heads_name,
+        device=str(base.device),
+        dtype=str(base.dtype).removeprefix("torch."),
+        tree=paths,
+        settings=config.settings(),
+        prompt=row.prompt,
+        prompt_tokens=row.ids,
+        tokens=row.out,
+        text=base.tokenizer.decode(row.out, skip_special_tokens=True),
+        steps=row.steps,
+        seconds=row.seconds,
+        stop_reason=row.stop or "context",
+    )
 
 
 @torch.inference_mode()  # a decorated generator re-enters the mode on every resume, on any thread
+def stream_rows(
+    medusa: MedusaModel,
+    prompts: Sequence[str],
+    tree: Sequence[Sequence[int]] | None = None,
+    config: DecodeConfig = DecodeConfig(),
+    prompt_ids: Sequence[Sequence[int]] | None = None,
+    seeds: Sequence[int] | None = None,
+) -> Iterator[BatchStep | list[GenerationRecord]]:
+    """Decode all prompts as one batch. Yield {input index: StepRecord} for the rows that took each
+    step, then the GenerationRecords in input order. Each row draws from its own generator
+    (seeded by `seeds`, default config.seed for every row); a record's seconds run from the start
+    of the batch to that row's last step."""
+    decoding = Decoding(medusa, tree, config)
+    base = medusa.base
+    rows = start_rows(medusa, prompts, config, prompt_ids, seeds, decoding.max_depth)
+    done: list[Row] = []
+    synchronize(base.device)
+    start = time.perf_counter()
+    cache, hidden = prefill_rows(base.model, [row.ids for row in rows])  # [B, d]
+    states = decoding.read_next(rows, hidden, final_logits(base.model, hidden), [len(row.ids) for row in rows])
+    for row, state in zip(rows, states):
+        row.state = state
+    step_start = start
+    while rows:
+        rows = leave(cache, rows, done, [r for r in rows if r.state.prefix_len + decoding.max_depth + 1 > base.context_length], "context")
+        if not rows:
+            break
+        result = decoding.step(cache, rows)
+        commit_rows(cache, [row.state.prefix_len for row in rows], result.accepted)
+        now = time.perf_counter()  # the transfers above waited for the device: no sync needed
+        batch_step: BatchStep = {}
+        for b, row in enumerate(rows):
+            tokens = [result.trees[b].tokens[i] for i in result.accepted[b]]
+            row.in_cache.extend(tokens)
+            emitted, row.stop = stop_in(tokens, base.eos_token_ids, config.max_new_tokens - len(row.out))
+            row.out.extend(emitted)
+            row.state = result.next_states[b]
+            nodes = trace_nodes(medusa, result.trees[b], result.layouts[b], config.trace_text)
+            step = StepRecord(nodes, result.accepted[b], emitted, now - step_start, result.drawn[b])
+            row.steps.append(step)
+            row.seconds = now - start
+            batch_step[row.index] = step
+        step_start = now
+        rows = leave(cache, rows, done, [r for r in rows if r.stop is not None], None)
+        yield batch_step
+    paths = [list(p) for p in decoding.paths]
+    yield [finish(medusa, row, paths, config) for row in sorted(done, key=lambda r: r.index)]
+
+
+def leave(cache, rows: list[Row], done: list[Row], leaving: list[Row], reason: str | None) -> list[Row]:
+    """Drop the leaving rows from the batch and its cache; the cache is cut to its longest row."""
+    if not leaving:
+        return rows
+    for row in leaving:
+        row.stop = row.stop or reason
+        done.append(row)
+    keep = [b for b, row in enumerate(rows) if row not in leaving]
+    if keep:
+        drop_rows(cache, keep, [rows[b].state.prefix_len for b in keep])
+    return [rows[b] for b in keep]
+
+
 def stream_generation(
     medusa: MedusaModel,
     prompt: str,
@@ -188,107 +177,9 @@ def stream_generation(
     config: DecodeConfig = DecodeConfig(),
     prompt_ids: Sequence[int] | None = None,
 ) -> Iterator[StepRecord | GenerationRecord]:
-    """Yield a StepRecord per decoding step, then the GenerationRecord with the totals."""
-    base = medusa.base
-    paths = validate_tree(medusa.default_tree if tree is None else tree, medusa.num_heads)
-    drafters = drafters_for(paths, config.lookup)
-    heads_depth, top_k = tree_depth(paths), tree_top_k(paths)
-    max_depth = max(heads_depth, config.lookup.tokens if config.lookup else 0)
-    ids = list(prompt_ids) if prompt_ids is not None else encode_prompt(base.tokenizer, prompt, config.chat)
-    check_prompt_fits(len(ids), base.context_length, max_depth)
-    if medusa.proposal is not None and top_k > medusa.proposal.size:
-        raise ValueError(
-            f"the tree needs each head's top {top_k} but the heads propose from only {medusa.proposal.size} tokens"
-        )
-    generator = torch.Generator().manual_seed(config.seed)
-    layouts = Layouts(paths, base.device)
-
-    def read_next(
-        hidden_last: torch.Tensor, root_logits: torch.Tensor | None, prefix_len: int, drawn: tuple[int, float] | None = None
-    ) -> _State:
-        """The next root (chosen from root_logits, or already drawn by the exact walk) and the
-        heads' top-k at the last accepted position: one transfer."""
-        if drawn is None:
-            root, root_prob = next_root(root_logits, config, generator)
-        else:
-            root = torch.tensor(drawn[0], device=hidden_last.device)
-            root_prob = torch.tensor(drawn[1], device=hidden_last.device)
-        if heads_depth:
-            tokens, probs = head_topk(propose_logits(medusa, hidden_last, heads_depth), top_k, medusa.proposal)
-        else:
-            tokens = probs = root_prob.new_empty(0)
-        root_h, prob_h, tokens_h, probs_h = to_host(root, root_prob, tokens, probs)
-        rows = [tokens_h[i : i + top_k] for i in range(0, len(tokens_h), top_k)] if heads_depth else []
-        prob_rows = [probs_h[i : i + top_k] for i in range(0, len(probs_h), top_k)] if heads_depth else []
-        return _State(prefix_len, int(root_h[0]), prob_h[0], [[int(t) for t in r] for r in rows], prob_rows)
-
-    synchronize(base.device)
-    start = time.perf_counter()
-    cache, hidden = prefill(base.model, torch.tensor(ids, device=base.device))
-    state = read_next(hidden, final_logits(base.model, hidden), len(ids))
-    in_cache = list(ids)  # token ids whose KV entries the cache holds
-    out: list[int] = []
-    steps: list[StepRecord] = []
-    stop = None
-    step_start = start
-    while stop is None:
-        if state.prefix_len + max_depth + 1 > base.context_length:
-            stop = "context"
-            break
-        ctx = DraftContext(in_cache + [state.root], state.head_tokens, state.head_probs)
-        merged = merge_drafts(state.root, state.root_prob, [d.draft(ctx) for d in drafters])
-        buffers = layouts(merged.parents)
-        node_tokens = torch.tensor(merged.tokens, device=base.device)  # [N]
-        hidden = verify_tree(base.model, cache, node_tokens, buffers, state.prefix_len)  # [N, d]
-        internal_logits = final_logits(
-            base.model, hidden[buffers.internal]
-        )  # [I, V]: big trees' leaves are rarely needed
-        drawn_tokens = None
-        if config.sampling is not None:
-            walk = accept_exact(merged.tokens, buffers, internal_logits, lambda n: final_logits(base.model, hidden[n]),
-                                config.sampling, generator)
-            accepted, drawn_tokens = walk.accepted, walk.drawn
-            next_state = read_next(hidden[accepted[-1]], None, state.prefix_len + len(accepted), (walk.next_token, walk.next_prob))
-        else:
-            if config.typical is None:
-                path, length = accept_greedy(node_tokens, internal_logits, buffers)
-            else:
-                path, length = accept_typical(node_tokens, internal_logits, buffers, config.typical)
-            path_h, length_h = to_host(path, length)
-            accepted = [int(i) for i in path_h[: int(length_h[0])]]
-            last = accepted[-1]
-            row = buffers.internal_row[last]
-            root_logits = internal_logits[row] if row >= 0 else final_logits(base.model, hidden[last])
-            next_state = read_next(hidden[last], root_logits, state.prefix_len + len(accepted))
-        commit_kv(cache, state.prefix_len, accepted)
-        accepted_tokens = [merged.tokens[i] for i in accepted]
-        in_cache.extend(accepted_tokens)
-        emitted, stop = stop_in(accepted_tokens, base.eos_token_ids, config.max_new_tokens - len(out))
-        out.extend(emitted)
-        state = next_state
-        now = time.perf_counter()  # the transfer above waited for the device: no sync needed
-        step = StepRecord(
-            trace_nodes(medusa, merged, buffers, config.trace_text), accepted, emitted, now - step_start, drawn_tokens
-        )
-        step_start = now
-        steps.append(step)
-        yield step
-    seconds = time.perf_counter() - start
-    yield GenerationRecord(
-        model=base.name,
-        heads=medusa.heads_name,
-        device=str(base.device),
-        dtype=str(base.dtype).removeprefix("torch."),
-        tree=[list(p) for p in paths],
-        settings=config.settings(),
-        prompt=prompt,
-        prompt_tokens=ids,
-        tokens=out,
-        text=base.tokenizer.decode(out, skip_special_tokens=True),
-        steps=steps,
-        seconds=seconds,
-        stop_reason=stop or "context",
-    )
+    """One prompt: yield a StepRecord per decoding step, then the GenerationRecord with the totals."""
+    for item in stream_rows(medusa, [prompt], tree, config, None if prompt_ids is None else [prompt_ids]):
+        yield item[0]
 
 
 def generate(
@@ -301,3 +192,16 @@ def generate(
     *_, record = stream_generation(medusa, prompt, tree, config, prompt_ids)
     assert isinstance(record, GenerationRecord)
     return record
+
+
+def generate_batch(
+    medusa: MedusaModel,
+    prompts: Sequence[str],
+    tree: Sequence[Sequence[int]] | None = None,
+    config: DecodeConfig = DecodeConfig(),
+    prompt_ids: Sequence[Sequence[int]] | None = None,
+    seeds: Sequence[int] | None = None,
+) -> list[GenerationRecord]:
+    """Decode the prompts as one batch; the records come back in input order."""
+    *_, records = stream_rows(medusa, prompts, tree, config, prompt_ids, seeds)
+    return records

@@ -1,9 +1,12 @@
-"""One forward pass over a flat candidate tree on the model's own cache, and the KV commit.
+"""Forward passes on the model's own cache (prompts, candidate trees; one row or a batch) and the
+KV commit.
 
 The cache keeps every position in every layer, sliding-window layers included: a tree pass needs
 the entries its window reaches back to, and the commit moves accepted entries by absolute
-position. The window is applied by the mask instead, by logical position (prefix length + node
-depth), exactly as sequential decoding would see it.
+position. Windows and batch padding are applied by the masks instead (`engine.masks`).
+
+Batched rows share one physical cache; row b's entries are packed at the front of it (its first
+len_b positions), so a row's logical positions are its physical ones and the rest is padding.
 """
 
 from __future__ import annotations
@@ -14,8 +17,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from medusa_core.engine.buffers import TreeBuffers
-
-FULL, SLIDING = "full_attention", "sliding_attention"
+from medusa_core.engine.masks import prompt_mask, tree_mask
 
 
 def new_cache() -> DynamicCache:
@@ -23,45 +25,18 @@ def new_cache() -> DynamicCache:
     return DynamicCache()
 
 
-def sliding_window(model: PreTrainedModel) -> int | None:
-    """The model's attention window, when any layer uses one."""
-    cfg = model.config
-    window = getattr(cfg, "sliding_window", None)
-    layer_types = getattr(cfg, "layer_types", None)
-    if not window or (layer_types is not None and SLIDING not in layer_types):
-        return None
-    return int(window)
-
-
-def tree_visibility(buffers: TreeBuffers, prefix_len: int, window: int | None) -> torch.Tensor:
-    """[N, prefix + N] bool: each node sees the prefix and its own ancestors (within `window`)."""
-    n = buffers.num_nodes
-    device = buffers.depth.device
-    visible = torch.ones(n, prefix_len + n, dtype=torch.bool, device=device)
-    visible[:, prefix_len:] = buffers.ancestor_mask
-    if window is not None:
-        query_pos = (buffers.depth + prefix_len)[:, None]  # [N, 1]
-        key_pos = torch.cat([torch.arange(prefix_len, device=device), buffers.depth + prefix_len])[None]  # [1, P+N]
-        visible &= key_pos > query_pos - window  # transformers' rule: kv > q - window
-    return visible
-
-
-def additive(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    mask = torch.zeros(visible.shape, dtype=dtype, device=visible.device)
-    return mask.masked_fill_(~visible, torch.finfo(dtype).min)[None, None]  # [1, 1, N, P+N]
-
-
-def tree_attention_mask(model: PreTrainedModel, buffers: TreeBuffers, prefix_len: int) -> torch.Tensor | dict:
-    """The 4D additive mask [1, 1, N, prefix + N], or one per layer type for models that mix full
-    and sliding-window layers (they take a {layer type: mask} mapping)."""
-    full = additive(tree_visibility(buffers, prefix_len, None), model.dtype)
-    window = sliding_window(model)
-    if window is None:
-        return full
-    sliding = additive(tree_visibility(buffers, prefix_len, window), model.dtype)
-    if getattr(model.config, "layer_types", None) is None:
-        return sliding  # every layer slides (Mistral, Phi-3)
-    return {FULL: full, SLIDING: sliding}
+def forward_rows(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,  # [B, T]
+    cache: DynamicCache,
+    position_ids: torch.Tensor,  # [B, T]
+    attention_mask: torch.Tensor | dict | None = None,
+) -> torch.Tensor:
+    """Last hidden states [B, T, d] (after the final norm, i.e. the lm_head's input)."""
+    out = model.base_model(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache, use_cache=True
+    )
+    return out.last_hidden_state
 
 
 def forward_hidden(
@@ -71,23 +46,47 @@ def forward_hidden(
     position_ids: torch.Tensor,  # [1, T]
     attention_mask: torch.Tensor | dict | None = None,
 ) -> torch.Tensor:
-    """Last hidden states [T, d] (after the final norm, i.e. the lm_head's input)."""
-    out = model.base_model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        cache=cache,
-        use_cache=True,
-    )
-    return out.last_hidden_state[0]
+    """One row's last hidden states [T, d]."""
+    return forward_rows(model, input_ids, cache, position_ids, attention_mask)[0]
+
+
+def prefill_rows(model: PreTrainedModel, prompts: Sequence[Sequence[int]]) -> tuple[DynamicCache, torch.Tensor]:
+    """Run prompts of any lengths through the model, right-padded into one batch; returns the
+    cache and each row's last hidden state [B, d]."""
+    device = model.device
+    lengths = torch.tensor([len(p) for p in prompts], device=device)  # [B]
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([list(p) + [p[-1]] * (width - len(p)) for p in prompts], device=device)  # [B, T]
+    uneven = any(len(p) != width for p in prompts)
+    # Rows of one length need no mask: transformers builds the causal (windowed) one itself.
+    mask = prompt_mask(model, lengths, width) if uneven else None
+    positions = torch.arange(width, device=device)[None].expand(len(prompts), width)  # [B, T]
+    cache = new_cache()
+    hidden = forward_rows(model, ids, cache, positions, mask)  # [B, T, d]
+    return cache, hidden[torch.arange(len(prompts), device=device), lengths - 1]
 
 
 def prefill(model: PreTrainedModel, prompt_ids: torch.Tensor) -> tuple[DynamicCache, torch.Tensor]:
     """Run the prompt [P] through the model; returns the cache and the last hidden state [d]."""
-    cache = new_cache()
-    positions = torch.arange(prompt_ids.shape[0], device=prompt_ids.device)[None]
-    hidden = forward_hidden(model, prompt_ids[None], cache, positions)
-    return cache, hidden[-1]
+    cache, hidden = prefill_rows(model, [prompt_ids.tolist()])
+    return cache, hidden[0]
+
+
+def verify_rows(
+    model: PreTrainedModel,
+    cache: DynamicCache,
+    node_tokens: torch.Tensor,  # [B, N]
+    depth: torch.Tensor,  # [B, N]
+    ancestors: torch.Tensor,  # [B, N, N] bool
+    lengths: Sequence[int],  # [B] each row's entries in the cache
+) -> torch.Tensor:
+    """Hidden states [B, N, d] of every row's tree nodes from one forward pass with tree attention."""
+    cache_len = cache.get_seq_length()
+    lengths_t = torch.tensor(list(lengths), device=node_tokens.device)  # [B]
+    # A lone root on unpadded rows is a plain decoding step: transformers builds its (windowed) mask.
+    plain = node_tokens.shape[1] == 1 and all(n == cache_len for n in lengths)
+    mask = None if plain else tree_mask(model, ancestors, depth, lengths_t, cache_len)
+    return forward_rows(model, node_tokens, cache, lengths_t[:, None] + depth, mask)
 
 
 def verify_tree(
@@ -97,15 +96,14 @@ def verify_tree(
     buffers: TreeBuffers,
     prefix_len: int,
 ) -> torch.Tensor:
-    """Hidden states [N, d] of every tree node from one forward pass with tree attention."""
-    # A lone root is a plain decoding step: transformers builds its (windowed) mask itself.
-    mask = tree_attention_mask(model, buffers, prefix_len) if buffers.num_nodes > 1 else None
-    positions = (buffers.depth + prefix_len)[None]  # [1, N]
-    return forward_hidden(model, node_tokens[None], cache, positions, mask)
+    """Hidden states [N, d] of one row's tree nodes (its cache holds exactly its prefix)."""
+    return verify_rows(
+        model, cache, node_tokens[None], buffers.depth[None], buffers.ancestor_mask[None], [prefix_len]
+    )[0]
 
 
 def commit_kv(cache: DynamicCache, prefix_len: int, accepted: Sequence[int]) -> None:
-    """Keep only the accepted nodes' KV entries, packed right after the prefix.
+    """One row: keep only the accepted nodes' KV entries, packed right after the prefix.
 
     Accepted node ids increase along a path, so copying them down in order never overwrites an
     entry that is still to be read. A path of nodes 0, 1, 2, ... (the root alone, or a chain
@@ -119,3 +117,35 @@ def commit_kv(cache: DynamicCache, prefix_len: int, accepted: Sequence[int]) -> 
             layer.keys[:, :, prefix_len:new_len] = layer.keys[:, :, keep]  # [B, kv_heads, A, d_head]
             layer.values[:, :, prefix_len:new_len] = layer.values[:, :, keep]
     cache.crop(new_len - cache.get_seq_length())  # a negative count: entries to drop
+
+
+def commit_rows(cache: DynamicCache, lengths: Sequence[int], accepted: Sequence[Sequence[int]]) -> list[int]:
+    """Per row, move the accepted nodes' entries to right after that row's own entries; returns the
+    new lengths. The tree sat after the longest row; rows that accepted fewer nodes (or started
+    shorter) keep padding after theirs, masked from then on, and the cache is cut to the longest."""
+    tree_start = max(lengths)  # the cache's length before the pass: every commit cuts it to the longest row
+    if len(lengths) == 1:
+        commit_kv(cache, tree_start, accepted[0])
+        return [tree_start + len(accepted[0])]
+    new_lengths = [n + len(a) for n, a in zip(lengths, accepted)]
+    if any(n != tree_start or list(a) != list(range(len(a))) for n, a in zip(lengths, accepted)):
+        width = max(len(a) for a in accepted)
+        # Short paths repeat their last entry; those copies land past the row's new length (padding).
+        src = [[tree_start + a[min(i, len(a) - 1)] for i in range(width)] for a in accepted]  # [B, A]
+        dst = [[n + i for i in range(width)] for n in lengths]  # [B, A]
+        for layer in cache.layers:
+            device = layer.keys.device  # layers may sit on several devices (device_map)
+            rows = torch.arange(len(lengths), device=device)[:, None]  # [B, 1]
+            src_t, dst_t = torch.tensor(src, device=device), torch.tensor(dst, device=device)
+            # Gather everything first, then write: a row's sources and destinations may overlap.
+            layer.keys[rows, :, dst_t] = layer.keys[rows, :, src_t]  # [B, A, kv_heads, d_head]
+            layer.values[rows, :, dst_t] = layer.values[rows, :, src_t]
+    cache.crop(max(new_lengths) - cache.get_seq_length())
+    return new_lengths
+
+
+def drop_rows(cache: DynamicCache, keep: Sequence[int], lengths: Sequence[int]) -> None:
+    """Keep only these rows of the batch (of `lengths` entries each), so finished rows cost nothing
+    from then on; the cache is cut to the longest row kept."""
+    cache.batch_select_indices(torch.tensor(list(keep), device=cache.layers[0].keys.device))
+    cache.crop(max(lengths) - cache.get_seq_length())

@@ -13,7 +13,8 @@ import torch
 
 from optimizer.accuracy import AccuracyTable, accuracy_from_ranks
 
-from medusa_core.engine.loop import DecodeConfig, generate, heads_logits
+from medusa_core.engine.loop import DecodeConfig, generate
+from medusa_core.engine.step import heads_logits
 from medusa_core.training.distill_data import encode_prompts
 from medusa_core.modeling.models import MedusaModel
 from medusa_core.engine.verify import forward_hidden, new_cache

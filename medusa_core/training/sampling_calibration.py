@@ -18,7 +18,8 @@ import torch
 
 from optimizer.accuracy import AccuracyTable
 
-from medusa_core.engine.loop import DecodeConfig, generate, head_topk, heads_logits
+from medusa_core.engine.loop import DecodeConfig, generate
+from medusa_core.engine.step import head_topk, heads_logits
 from medusa_core.engine.sampling import SamplingConfig, processed_probs
 from medusa_core.engine.verify import forward_hidden, new_cache
 from medusa_core.modeling.logits import final_logits

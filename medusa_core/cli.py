@@ -12,7 +12,8 @@ from tqdm import tqdm
 from medusa_core.engine.acceptance import TypicalConfig
 from medusa_core.engine.sampling import SamplingConfig
 from medusa_core.spec.lookup import LookupConfig, lookup_or_none
-from medusa_core.engine.loop import DecodeConfig, generate
+from medusa_core.engine.loop import DecodeConfig, generate, generate_batch
+from medusa_core.engine.records import GenerationRecord
 from medusa_core.modeling.device import DEVICE_CHOICES, DTYPE_CHOICES
 from medusa_core.training.distill_data import read_prompt_file
 from medusa_core.modeling.models import load_base_model, load_medusa
@@ -108,7 +109,11 @@ def generate_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--prompts", help="file with one prompt per line; prints one JSON record per line")
     p.add_argument("--json", action="store_true", help="print the generation record as JSON")
     p.add_argument("--num-return-sequences", type=int, default=1,
-                   help="sampling: N continuations of each prompt, with seeds SEED..SEED+N-1 (one JSON record each)")
+                   help="sampling: N continuations of each prompt, with seeds SEED..SEED+N-1 (one JSON record each), "
+                        "decoded as one batch unless --batch-size says otherwise")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="prompts (and samples) decoded at once; records still print in input order "
+                        "(default: 1, or the N samples of --num-return-sequences)")
 
 
 def tree_and_lookup(spec: str | None, heads_lookup: LookupConfig | None) -> tuple[tuple | None, LookupConfig | None]:
@@ -128,23 +133,32 @@ def run_generate(args: argparse.Namespace) -> int:
         raise ValueError(f"--num-return-sequences must be >= 1, got {args.num_return_sequences}")
     if args.num_return_sequences > 1 and args.temperature == 0:
         raise ValueError("--num-return-sequences > 1 needs sampling (--temperature > 0): greedy gives one answer")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     sampling_configs(args)  # bad settings fail before the model loads
     medusa = load_medusa(args.model, args.heads, args.device, args.dtype)
     tree, default_lookup = tree_and_lookup(args.tree, medusa.default_lookup)
     runs = [(p, args.seed + i) for p in prompts for i in range(args.num_return_sequences)]
-    for prompt, seed in runs:
-        config = decode_config(args, default_lookup, seed=seed)
-        record = generate(medusa, prompt, tree, config)
-        if args.json or args.prompts or args.num_return_sequences > 1:
-            print(json.dumps(record.to_json()), flush=True)
-        else:
-            print(record.text)
-            print(
-                f"\n[{len(record.tokens)} tokens in {record.num_steps} steps: "
-                f"{record.tokens_per_step:.2f} tokens/step, {record.tokens_per_second:.1f} tokens/s, "
-                f"{len(record.tree)}-node tree{lookup_note(config.lookup)} on {record.device}]"
-            )
+    size = args.batch_size or args.num_return_sequences
+    config = decode_config(args, default_lookup)
+    for at in range(0, len(runs), size):
+        batch = runs[at : at + size]
+        records = generate_batch(medusa, [p for p, _ in batch], tree, config, seeds=[seed for _, seed in batch])
+        for record in records:
+            print_record(record, config, as_json=bool(args.json or args.prompts or len(runs) > 1))
     return 0
+
+
+def print_record(record: GenerationRecord, config: DecodeConfig, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(record.to_json()), flush=True)
+        return
+    print(record.text)
+    print(
+        f"\n[{len(record.tokens)} tokens in {record.num_steps} steps: "
+        f"{record.tokens_per_step:.2f} tokens/step, {record.tokens_per_second:.1f} tokens/s, "
+        f"{len(record.tree)}-node tree{lookup_note(config.lookup)} on {record.device}]"
+    )
 
 
 def lookup_note(lookup: LookupConfig | None) -> str:

@@ -43,6 +43,17 @@ def test_generate_json_and_prompts_file(tmp_path):
         assert "<|im_start|>" not in r["text"]
 
 
+def test_generate_in_batches_prints_every_record_in_input_order(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("What is 2+2?\nSay hello.\nName a fruit.\n")
+    common = ["generate", "--prompts", str(prompts), "--max-new-tokens", "10", "--lookup-tokens", "4"]
+    alone, batched = cli(*common), cli(*common, "--batch-size", "2")
+    assert alone.returncode == 0 and batched.returncode == 0, alone.stderr + batched.stderr
+    records = [json.loads(line) for line in batched.stdout.splitlines()]
+    assert [r["prompt"] for r in records] == ["What is 2+2?", "Say hello.", "Name a fruit."]
+    assert [r["tokens"] for r in records] == [json.loads(line)["tokens"] for line in alone.stdout.splitlines()]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -57,6 +68,7 @@ def test_generate_json_and_prompts_file(tmp_path):
         (["--temperature", "0.7", "--top-k", "0"], "--top-k must be >= 1"),
         (["--temperature", "0.7", "--sampling", "typical", "--posterior-threshold", "0"], "posterior threshold"),
         (["--num-return-sequences", "2"], "needs sampling"),
+        (["--batch-size", "0"], "--batch-size must be >= 1"),
     ],
 )
 def test_generate_bad_input(args, message):

@@ -84,7 +84,7 @@ def start_rows(
         ids = list(prompt_ids[i]) if prompt_ids is not None else encode_prompt(base.tokenizer, prompt, config.chat)
         check_prompt_fits(len(ids), base.context_length, max_depth)
         seed = config.seed if seeds is None else seeds[i]
-        rows.append(Row(i, prompt, ids, torch.Generator().manual_seed(seed), list(ids)))
+        rows.append(Row(i, prompt, ids, seed, torch.Generator().manual_seed(seed), list(ids)))
     return rows
 
 
@@ -96,7 +96,7 @@ def finish(medusa: MedusaModel, row: Row, paths: list[list[int]], config: Decode
         device=str(base.device),
         dtype=str(base.dtype).removeprefix("torch."),
         tree=paths,
-        settings=config.settings(),
+        settings=config.settings() | {"seed": row.seed},
         prompt=row.prompt,
         prompt_tokens=row.ids,
         tokens=row.out,

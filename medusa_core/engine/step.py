@@ -100,6 +100,7 @@ class Row:
     index: int  # its place in the input
     prompt: str
     ids: list[int]
+    seed: int
     generator: torch.Generator
     in_cache: list[int]  # token ids whose KV entries the cache holds for this row
     state: RowState | None = None

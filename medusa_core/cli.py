@@ -301,13 +301,29 @@ def bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-chat", action="store_true", help="feed raw prompts even if the model has a chat template")
     p.add_argument("--out", default=None, help="write the results as JSON (medusa-bench/1)")
     p.add_argument("--markdown", default=None, help="write the results table as Markdown")
+    p.add_argument("--batch-sizes", default=None, metavar="B,B,...",
+                   help="batched throughput instead: hf-greedy, the heads' default tree (with its lookup) and each "
+                        "--tree, at each batch size (e.g. 1,2,4,8,16)")
+
+
+def batch_sizes_option(spec: str) -> list[int]:
+    try:
+        sizes = [int(n) for n in spec.split(",") if n.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--batch-sizes must be comma-separated integers >= 1, got {spec!r}")
+    return sizes
 
 
 def run_bench(args: argparse.Namespace) -> int:
     import torch
 
-    from medusa_core.bench.runner import BenchConfig, default_methods, encode_prompts, max_tree_depth, parse_tree_option, run_benchmark
-    from medusa_core.bench.report import markdown_table
+    from medusa_core.bench.batching import run_batch_benchmark
+    from medusa_core.bench.report import batch_table, markdown_table
+    from medusa_core.bench.runner import (
+        BenchConfig, default_methods, encode_prompts, max_tree_depth, medusa_method_name, parse_tree_option, run_benchmark,
+    )
 
     try:
         lookup = [int(n) for n in args.prompt_lookup_tokens.split(",") if n.strip()]
@@ -318,6 +334,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.num_prompts < 1:
         raise ValueError(f"--num-prompts must be >= 1, got {args.num_prompts}")
     config = BenchConfig(args.max_new_tokens, args.warmup_tokens)
+    sizes = batch_sizes_option(args.batch_sizes) if args.batch_sizes else []
     trees = [parse_tree_option(spec) for spec in args.tree]
     prompts = read_prompt_file(args.prompts)[: args.num_prompts]
     if args.threads:
@@ -325,14 +342,21 @@ def run_bench(args: argparse.Namespace) -> int:
     medusa = load_medusa(args.model, args.heads, args.device, args.dtype)
     draft = load_base_model(args.draft_model, args.device, args.dtype) if args.draft_model else None
     methods = default_methods(medusa, trees, lookup, draft)
+    if sizes:
+        wanted = {"hf-greedy", medusa_method_name("default", medusa.default_lookup)}
+        wanted |= {medusa_method_name(name, tree_lookup) for name, _, tree_lookup in trees}
+        methods = [m for m in methods if wanted & ({m.name} | set(m.aliases))]
     ids = encode_prompts(medusa.base, prompts, args.max_new_tokens, max_tree_depth(methods), False if args.no_chat else None)
     for m in methods:
         if m.skip_reason:
             print(f"skipping {m.name}: {m.skip_reason}", flush=True)
     bar = Bar()
-    result = run_benchmark(medusa, ids, methods, config, draft, bar).to_json()
+    if sizes:
+        result = run_batch_benchmark(medusa, ids, methods, sizes, config, bar).to_json()
+    else:
+        result = run_benchmark(medusa, ids, methods, config, draft, bar).to_json()
     bar.close()
-    table = markdown_table(result)
+    table = batch_table(result) if sizes else markdown_table(result)
     print(table)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))

@@ -93,3 +93,35 @@ def prompt_lookup_table(result: dict) -> list[str]:
             f"| {m['prompts_faster_than_prompt_lookup']} of {m['prompts_compared_with_prompt_lookup']} |"
         )
     return lines
+
+
+def batch_table(result: dict) -> str:
+    """Throughput per batch size: one row per batch size, a column per method, and where each of
+    our methods stops paying (its throughput no longer above hf-greedy's)."""
+    methods = list(dict.fromkeys(m["name"] for m in result["methods"]))
+    sizes = sorted({m["batch_size"] for m in result["methods"]})
+    cell = {(m["name"], m["batch_size"]): m for m in result["methods"]}
+    lines = [
+        f"**{result['model']}** + heads `{result['heads']}`, {result['prompts']} prompts x "
+        f"{result['max_new_tokens']} new tokens, greedy, batched; {machine_line(result)}; {result['created']}.",
+        "",
+        "| batch | " + " | ".join(f"{name} tok/s" for name in methods) + " | tokens/step | row latency (s) | identical |",
+        "|---:|" + "---:|" * (len(methods) + 3),
+    ]
+    for size in sizes:
+        entries = [cell.get((name, size)) for name in methods]
+        figures = [
+            "–" if m is None else _f(m["throughput"]) + ("" if m["kind"] == "hf-greedy" else f" ({_f(m['throughput_speedup'], 2, 'x')})")
+            for m in entries
+        ]
+        per_step = " / ".join(_f(m["tokens_per_step"], 2) for m in entries if m)
+        latency = " / ".join(_f(m["row_seconds_median"], 2) for m in entries if m)
+        same = " / ".join(_f(100 * m["identical_fraction"], 0, "%") for m in entries if m)
+        lines.append(f"| {size} | " + " | ".join(figures) + f" | {per_step} | {latency} | {same} |")
+    lines += ["", "Throughput is all new tokens over all seconds at that batch size; (x) is over hf-greedy "
+              "(`model.generate`, left padding) at the same batch size; tokens/step, median row latency and the "
+              "share of rows identical to hf-greedy on the prompt alone are listed in the columns' order."]
+    for name in methods[1:]:
+        losing = [s for s in sizes if (name, s) in cell and (cell[(name, s)]["throughput_speedup"] or 0) <= 1]
+        lines.append(f"- {name}: " + (f"stops paying at batch {losing[0]}." if losing else "pays at every batch size measured."))
+    return "\n".join(lines) + "\n"

@@ -270,6 +270,13 @@ class MethodResult:
     prompts_faster_than_prompt_lookup: int | None = None
     prompts_compared_with_prompt_lookup: int | None = None
     runs: list[PromptRun] = field(default_factory=list)
+    # batched runs (bench --batch-sizes): prompts decoded this many at once; throughput is all new
+    # tokens over all seconds, throughput_speedup its ratio to hf-greedy's at the same batch size,
+    # row_seconds_median the median time from a batch's start to a row's last token
+    batch_size: int = 1
+    throughput: float | None = None
+    throughput_speedup: float | None = None
+    row_seconds_median: float | None = None
 
 
 @dataclass
@@ -287,9 +294,9 @@ class BenchResult:
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     format: str = BENCH_FORMAT
 
-    def method(self, name: str) -> MethodResult:
+    def method(self, name: str, batch_size: int = 1) -> MethodResult:
         for m in self.methods:
-            if m.name == name or name in m.aliases:
+            if (m.name == name or name in m.aliases) and m.batch_size == batch_size:
                 return m
         raise KeyError(name)
 

@@ -81,8 +81,9 @@ def cmd_search(args: argparse.Namespace) -> None:
         study_name=args.study_name,
     )
     update, close = _tqdm_progress(not args.no_progress, args.trials)
+    profile = _profile_for(args)
     try:
-        result = run_search(table, config, _profile_for(args), progress=update)
+        result = run_search(table, config, profile, progress=update)
     finally:
         close()
     best, exact = result.best, result.exact
@@ -113,14 +114,13 @@ def cmd_search(args: argparse.Namespace) -> None:
             "trials": len(result.study.trials),
             "study": result.study.study_name,
             "created": _now(),
-        }
+        } | ({"batch_size": profile.batch_size} if profile and args.objective != "length" else {})
         _write_tree(args.out, best.tree, args.format, table, meta, lookup)
         print(f"wrote {args.out} ({args.format})")
 
 
-def _exact_for(args: argparse.Namespace, table: AccuracyTable) -> ExactOptimum:
+def _exact_for(args: argparse.Namespace, table: AccuracyTable, profile: LatencyProfile | None) -> ExactOptimum:
     if args.objective == "speed":
-        profile = _profile_for(args)
         if profile is None:
             raise ProfileError("--objective speed needs --profile")
         return speed_optimum(table, profile, args.budget, args.length_model, args.engine)
@@ -128,28 +128,39 @@ def _exact_for(args: argparse.Namespace, table: AccuracyTable) -> ExactOptimum:
 
 
 def cmd_exact(args: argparse.Namespace) -> None:
+    """The exact optimum; with the speed objective and several profiles (one per batch size), the
+    optimum for each batch size, written to OUT-b<B> beside --out."""
     table = resolve_accuracy(args.accuracy)
-    optimum = _exact_for(args, table)
-    print(f"exact optimum ({optimum.objective}, {optimum.model} model, engine {optimum.engine}): "
-          f"{len(optimum.tree)} nodes, {optimum.expected_length:.4f} tokens/step, value {optimum.value:.6g}")
-    if args.curve:
-        print("nodes  best tokens/step")
-        for nodes, length in enumerate(optimum.curve):
-            print(f"{nodes:5d}  {length:.4f}")
-    if args.out:
-        meta = {
-            "source": "optimizer exact",
-            "objective": optimum.objective,
-            "objective_value": optimum.value,
-            "expected_length": optimum.expected_length,
-            "length_model": optimum.model,
-            "budget": args.budget,
-            "engine": args.engine,
-            "accuracy": args.accuracy,
-            "created": _now(),
-        }
-        _write_tree(args.out, optimum.tree, args.format, table, meta)
-        print(f"wrote {args.out} ({args.format})")
+    profiles = [load_latency_profile(p) for p in args.profile or []] or [None]
+    if len(profiles) > 1 and args.objective != "speed":
+        raise ProfileError("several --profile files make sense with --objective speed only")
+    batches = [p.batch_size if p else 1 for p in profiles]
+    if len(set(batches)) != len(batches):
+        raise ProfileError(f"the profiles must be of different batch sizes, got {batches}")
+    outs = profile_paths(args.out, batches) if args.out else [None] * len(profiles)
+    for profile, out in zip(profiles, outs):
+        optimum = _exact_for(args, table, profile)
+        batch = f", batch {profile.batch_size} ({profile.batch_size * optimum.value:.4g} tokens/s a batch)" if profile else ""
+        print(f"exact optimum ({optimum.objective}, {optimum.model} model, engine {optimum.engine}{batch}): "
+              f"{len(optimum.tree)} nodes, {optimum.expected_length:.4f} tokens/step, value {optimum.value:.6g}")
+        if args.curve:
+            print("nodes  best tokens/step")
+            for nodes, length in enumerate(optimum.curve):
+                print(f"{nodes:5d}  {length:.4f}")
+        if out:
+            meta = {
+                "source": "optimizer exact",
+                "objective": optimum.objective,
+                "objective_value": optimum.value,
+                "expected_length": optimum.expected_length,
+                "length_model": optimum.model,
+                "budget": args.budget,
+                "engine": args.engine,
+                "accuracy": args.accuracy,
+                "created": _now(),
+            } | ({"batch_size": profile.batch_size} if profile and args.objective == "speed" else {})
+            _write_tree(str(out), optimum.tree, args.format, table, meta)
+            print(f"wrote {out} ({args.format})")
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -183,19 +194,42 @@ def _load_factory(spec: str) -> Callable[..., tuple[Callable[[int], None], dict]
     return getattr(importlib.import_module(module_name), function)
 
 
+def profile_paths(out: str, batch_sizes: Sequence[int]) -> list[Path]:
+    """One file per batch size: OUT itself for one size, else OUT-b<B> beside it."""
+    path = Path(out)
+    if len(batch_sizes) == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}-b{b}{path.suffix}") for b in batch_sizes]
+
+
+def parse_batch_sizes(spec: str | None) -> list[int]:
+    try:
+        sizes = [int(s) for s in spec.split(",") if s.strip()] if spec else [1]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise ProfileError(f"--batch-sizes must be comma-separated integers >= 1, got {spec!r}")
+    return sizes
+
+
 def cmd_profile(args: argparse.Namespace) -> None:
     sizes = tuple(int(s) for s in args.sizes.split(",")) if args.sizes else DEFAULT_SIZES
+    batch_sizes = parse_batch_sizes(args.batch_sizes)
     factory = _load_factory(args.forward_factory)
-    forward, info = factory(args.model, args.device, args.dtype, args.prefix_len)
-    with tqdm(total=args.repeats, desc="rounds over all sizes", disable=args.no_progress, file=sys.stderr) as bar:
-        profile = measure_latency_profile(
-            forward, sizes, args.repeats, args.warmup, progress=lambda done, total: bar.update(1), info=info
-        )
-    save_latency_profile(profile, args.out)
-    print(f"{profile.model} on {profile.device} ({profile.dtype}), prefix {profile.prefix_len} tokens:")
-    for size, seconds in zip(profile.sizes, profile.seconds):
-        print(f"  {size:4d} tokens  {seconds * 1000:8.2f} ms")
-    print(f"wrote {args.out}")
+    for batch, out in zip(batch_sizes, profile_paths(args.out, batch_sizes)):
+        extra = {"batch_size": batch} if args.batch_sizes else {}  # custom factories need not know batches
+        forward, info = factory(args.model, args.device, args.dtype, args.prefix_len, **extra)
+        desc = f"batch {batch}: rounds over all sizes"
+        with tqdm(total=args.repeats, desc=desc, disable=args.no_progress, file=sys.stderr) as bar:
+            profile = measure_latency_profile(
+                forward, sizes, args.repeats, args.warmup, progress=lambda done, total: bar.update(1), info=info
+            )
+        save_latency_profile(profile, out)
+        print(f"{profile.model} on {profile.device} ({profile.dtype}), prefix {profile.prefix_len} tokens, "
+              f"batch {profile.batch_size}:")
+        for size, seconds in zip(profile.sizes, profile.seconds):
+            print(f"  {size:4d} tokens  {seconds * 1000:8.2f} ms")
+        print(f"wrote {out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_table_options(exact)
     exact.add_argument("--budget", type=int, default=64)
     exact.add_argument("--objective", default="length", choices=("length", "speed"))
-    exact.add_argument("--profile", help="medusa-latency/1 file (objective speed)")
+    exact.add_argument("--profile", nargs="+", help="medusa-latency/1 file(s) (objective speed); one per batch size "
+                       "gives a tree per batch size (OUT-b<B>.json)")
     exact.add_argument("--engine", default="none", choices=ENGINES)
     exact.add_argument("--curve", action="store_true", help="print the best tokens/step for every node count")
     add_output_options(exact)
@@ -267,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--warmup", type=int, default=2)
     profile.add_argument("--forward-factory", default=DEFAULT_FORWARD_FACTORY,
                          help="module:function(model, device, dtype, prefix_len) -> (forward, info)")
+    profile.add_argument("--batch-sizes", default=None, metavar="B,B,...",
+                         help="rows per pass, one profile each (OUT-b<B>.json when several; default: 1)")
     profile.add_argument("--no-progress", action="store_true")
     profile.add_argument("--out", required=True)
     profile.set_defaults(run=cmd_profile)

@@ -3,8 +3,10 @@
 A :class:`LatencyProfile` maps the number of tokens verified in one forward pass (tree nodes + the
 root) to seconds, measured on one device for one model, and is saved as JSON
 ``{"format": "medusa-latency/1", "sizes": [...], "seconds": [...], "device", "model", "dtype",
-"prefix_len", "meta"}``. The predicted speed of a tree is its expected tokens per step divided by
-the latency of a pass over its nodes plus the root.
+"prefix_len", "batch_size", "meta"}``. The predicted speed of a tree is its expected tokens per step
+divided by the latency of a pass over its nodes plus the root. A profile of batch size B times
+passes over B rows, each with a tree of that size (`batch_size` absent: 1); a row's speed is then
+the same ratio, and the batch's throughput B times it.
 """
 
 from __future__ import annotations
@@ -38,8 +40,11 @@ class LatencyProfile:
     dtype: str = ""
     prefix_len: int = 0
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    batch_size: int = 1  # rows in each timed pass
 
     def __post_init__(self) -> None:
+        if int(self.batch_size) < 1:
+            raise ProfileError(f"batch_size must be >= 1, got {self.batch_size}")
         sizes = tuple(int(s) for s in self.sizes)
         seconds = tuple(float(s) for s in self.seconds)
         if not sizes or len(sizes) != len(seconds):
@@ -74,6 +79,7 @@ class LatencyProfile:
             "model": self.model,
             "dtype": self.dtype,
             "prefix_len": self.prefix_len,
+            "batch_size": self.batch_size,
             "meta": dict(self.meta),
         }
 
@@ -98,6 +104,7 @@ def profile_from_json(data: object) -> LatencyProfile:
         dtype=str(data.get("dtype", "")),
         prefix_len=int(data.get("prefix_len", 0)),
         meta=dict(data.get("meta", {})),
+        batch_size=int(data.get("batch_size", 1)),
     )
 
 
@@ -157,5 +164,6 @@ def measure_latency_profile(
         model=str(details.pop("model", "")),
         dtype=str(details.pop("dtype", "")),
         prefix_len=int(details.pop("prefix_len", 0)),
+        batch_size=int(details.pop("batch_size", 1)),
         meta=details | {"repeats": repeats, "warmup": warmup},
     )

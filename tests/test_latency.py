@@ -26,4 +26,15 @@ def test_forward_runs_every_size_and_pays_for_the_proposal(monkeypatch):
             forward(n)
     # the heads' proposal, for the two trees of the Medusa model only, down to each tree's depth
     # (2 tokens: one node, depth 1; 7 tokens: 4 nodes under the root and 2 below, depth 2)
-    assert calls == [(1, 40), (2, 40)]
+    assert calls == [(1, 1, 40), (2, 1, 40)]
+
+
+def test_a_batched_forward_verifies_every_row_and_restores_the_cache(monkeypatch):
+    medusa = medusa_of(tiny_base("qwen2"), random_heads(4), list(range(40)))
+    shapes = []
+    real = torch.topk
+    monkeypatch.setattr(torch, "topk", lambda *a, **k: shapes.append(a[0].shape) or real(*a, **k))
+    forward = tree_forward_fn(medusa, prefix_len=9, batch_size=3)
+    for n in (1, 7, 7):
+        forward(n)
+    assert shapes == [(2, 3, 40)] * 2  # both 7-token passes: depth-2 heads over the 3 rows

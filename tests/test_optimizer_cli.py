@@ -19,11 +19,11 @@ from optimizer.__main__ import main
 REPO = Path(__file__).resolve().parent.parent
 
 FAKE_FACTORY = '''
-def make_tree_forward(model_spec, device, dtype, prefix_len=200):
+def make_tree_forward(model_spec, device, dtype, prefix_len=200, batch_size=1):
     def forward(tokens):
-        sum(range(1000 * tokens))
+        sum(range(1000 * tokens * batch_size))
     return forward, {"model": model_spec or "default", "device": device, "dtype": dtype,
-                     "prefix_len": prefix_len, "threads": 1}
+                     "prefix_len": prefix_len, "threads": 1, "batch_size": batch_size}
 '''
 
 
@@ -34,6 +34,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     ranks = [[0, 0, 1], [0, 1, 0], [1, 0, 0], [0, 0, 0], [2, -1, 0], [0, 0, 3]] * 20
     save_accuracy_table(accuracy_from_ranks(ranks, top_k=4, model="tiny", heads="tiny-heads"), work / "acc.json")
     save_latency_profile(LatencyProfile((1, 4, 16, 64), (0.05, 0.08, 0.11, 0.2), device="cpu"), work / "p.json")
+    # a busy batch of 16: every verified token costs, so the speed optimum shrinks
+    save_latency_profile(LatencyProfile((1, 4, 16, 64), (0.05, 0.06, 0.2, 0.8), batch_size=16), work / "p16.json")
     save_tree_file(work / "tree.json", [[0], [1], [0, 0], [0, 1], [1, 0], [1, 1]], num_heads=3, top_k=4)
     (work / "fakeforward.py").write_text(FAKE_FACTORY)
     commands = {
@@ -46,6 +48,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "export": ["export", "--tree", "tree.json", "--format", "vllm"],
         "profile": ["profile", "--forward-factory", "fakeforward:make_tree_forward", "--device", "cpu",
                     "--sizes", "1,2,4", "--repeats", "2", "--warmup", "1", "--out", "measured.json"],
+        "profile_batches": ["profile", "--forward-factory", "fakeforward:make_tree_forward", "--sizes", "1,8",
+                            "--repeats", "2", "--batch-sizes", "1,4", "--out", "batched.json", "--no-progress"],
+        "exact_batches": ["exact", "--accuracy", "acc.json", "--budget", "20", "--objective", "speed",
+                          "--profile", "p.json", "p16.json", "--out", "per-batch.json"],
     }
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO), str(work)])}
     started = {
@@ -82,6 +88,21 @@ def test_exact_command_prints_the_curve_and_exports(runs: dict) -> None:
     assert stdout.count("\n") >= 22  # header + 21 curve rows
     text = (runs["work"] / "exact.txt").read_text()
     assert text.startswith("[[0]")
+
+
+def test_profile_per_batch_size_writes_one_file_each(runs: dict) -> None:
+    stdout = finished(runs, "profile_batches")
+    one, four = (load_latency_profile(runs["work"] / f"batched-b{b}.json") for b in (1, 4))
+    assert (one.batch_size, four.batch_size) == (1, 4) and "batch 4:" in stdout
+    assert four.latency(8) > one.latency(8)  # the fake forward's work grows with the rows
+
+
+def test_exact_speed_per_batch_size_recommends_smaller_trees_for_busy_batches(runs: dict) -> None:
+    stdout = finished(runs, "exact_batches")
+    assert "batch 16" in stdout
+    trees = {b: json.loads((runs["work"] / f"per-batch-b{b}.json").read_text()) for b in (1, 16)}
+    assert [trees[b]["meta"]["batch_size"] for b in (1, 16)] == [1, 16]
+    assert 0 < len(trees[16]["paths"]) < len(trees[1]["paths"])
 
 
 def test_compare_command_prints_both_figures(runs: dict) -> None:

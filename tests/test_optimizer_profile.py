@@ -78,7 +78,11 @@ def test_json_round_trip_and_errors(tmp_path) -> None:
     path = tmp_path / "p.json"
     save_latency_profile(profile, path)
     loaded = load_latency_profile(path)
-    assert loaded == profile and loaded.meta == {"threads": 2}
+    assert loaded == profile and loaded.meta == {"threads": 2} and loaded.batch_size == 1
+    batched = LatencyProfile((1, 2), (0.1, 0.2), batch_size=8)
+    assert profile_from_json(batched.to_json()).batch_size == 8
+    with pytest.raises(ProfileError, match="batch_size must be >= 1"):
+        LatencyProfile((1,), (0.1,), batch_size=0)
     with pytest.raises(ProfileError, match="format is None"):
         profile_from_json({"sizes": [1], "seconds": [1]})
     with pytest.raises(ProfileError, match="ascending"):

@@ -31,11 +31,12 @@ def build_app(medusa_loader: Loader | None = None, store: ModelStore | None = No
         key_state = gr.State(store.default)
         optimised_state = gr.State(None)  # the Optimise tab's latest tree, for Explore
         accuracy_state = gr.State(None)  # the Heads tab's accuracy table, for Optimise
+        profile_state = gr.State(None)  # the Optimise tab's latency profile, for Explore's predicted speed
         model_box = build_model_box(store, key_state)
         with gr.Tabs() as tabs:
-            explore = build_explore_tab(store, key_state, optimised_state)
+            explore = build_explore_tab(store, key_state, optimised_state, profile_state)
             heads = build_heads_tab(store, key_state, accuracy_state)
-            build_optimise_tab(store, key_state, accuracy_state, optimised_state, explore, tabs)
+            build_optimise_tab(store, key_state, accuracy_state, optimised_state, profile_state, explore, tabs)
         model_status, require_model = make_status(store)
         page_load = demo.load(model_status, inputs=[key_state], outputs=[model_box.status], api_visibility="private")
         model_ready = page_load.then(require_model, inputs=[key_state], api_visibility="private")

@@ -17,32 +17,38 @@ from medusa_core import (
     MedusaModel,
     StepRecord,
     SamplingConfig,
+    TreeError,
     TypicalConfig,
     build_tree_buffers,
     first_divergence,
-    generate,
     lookup_or_none,
     preset_tree,
-    stream_generation,
     validate_tree,
 )
-from optimizer import import_tree
+from optimizer import LatencyProfile, import_tree
 
 from . import figures
-from .inputs import InputError, shown_in_page, upload_text, write_download
+from .acceptance import acceptance
+from .heads_tab import shipped_table
+from .inputs import InputError, shown_in_page, upload_text, user_error, write_download
+from .prediction import prediction_note
+from .runs import STOPPED, RunControl, RunView, decode_steps
 from .runtime import MAX_PROMPT_CHARS, gpu_task
 from .store import ModelKey, ModelStore
-from .text import comparison_html, live_stats_html, stat_cards, stats_html, step_caption, step_spans, text_html
+from .text import comparison_html, live_stats_html, plural, stat_cards, stats_html, step_caption, step_spans, text_html
 
 Path_ = tuple[int, ...]
 
 HEADS_DEFAULT = "heads-default"
 OPTIMISED = "optimised"
 UPLOADED = "uploaded"
+PLAIN = "plain"  # truly plain decoding: no heads' tree and no context lookup, whatever the lookup setting
 PRESETS = ("chain-4", "full-2x2", "full-2x3", "full-3x2", "mc_sim_7b_63", "chain-0")
+PRESET_LABELS = {"chain-0": "chain-0 (no heads; the context lookup as set)"}
 TREE_CHOICES: list[tuple[str, str]] = (
     [("heads' default tree", HEADS_DEFAULT)]
-    + [(name if name != "chain-0" else "chain-0 (plain decoding)", name) for name in PRESETS]
+    + [(PRESET_LABELS.get(name, name), name) for name in PRESETS]
+    + [("plain decoding (no heads, no lookup)", PLAIN)]
     + [("optimiser's latest tree", OPTIMISED), ("uploaded tree file", UPLOADED)]
 )
 STREAM_INTERVAL_S = 0.25  # at most ~4 page updates a second while decoding (the first step at once)
@@ -52,17 +58,6 @@ LOOKUP_DEFAULT = "heads-default"
 LOOKUP_CHOICES: list[tuple[str, str]] = [("heads' default", LOOKUP_DEFAULT), ("off", "0")] + [
     (f"{n} tokens", str(n)) for n in (2, 3, 4, 6, 8, 10)
 ]
-
-
-@dataclass(frozen=True)
-class RunView:
-    """The last run of a session, kept for the step slider."""
-
-    steps: tuple[StepRecord, ...]
-
-    @property
-    def num_steps(self) -> int:
-        return len(self.steps)
 
 
 @dataclass
@@ -80,10 +75,30 @@ class ExploreTab:
         event.success(self.tree_mask, inputs=self.mask_inputs, outputs=[self.mask_plot, self.tree_info], api_visibility="private")
 
 
+def check_tree_fits(paths: Sequence[Path_], medusa: MedusaModel) -> tuple[Path_, ...]:
+    """The tree, if the loaded heads can run it; otherwise InputError saying why in the user's words."""
+    tree = validate_tree(paths)
+    depth = max((len(p) for p in tree), default=0)
+    if depth > medusa.num_heads:
+        raise InputError(
+            f"this tree is {depth} levels deep but the loaded heads are only {medusa.num_heads}: each level is one "
+            f"head's guess. Use a tree at most {medusa.num_heads} levels deep, or load more heads in the Model box"
+        )
+    widest = max((r for p in tree for r in p), default=-1) + 1
+    if medusa.proposal is not None and widest > medusa.proposal.size:
+        raise InputError(
+            f"this tree asks for each head's guess of rank {widest - 1} but the loaded heads choose from only "
+            f"{medusa.proposal.size} tokens"
+        )
+    return tree
+
+
 def choose_tree(choice: str, medusa: MedusaModel, uploaded: Sequence[Path_] | None, optimised: Sequence[Path_] | None) -> tuple[Path_, ...]:
     """The session's chosen tree, checked against the loaded heads."""
     if choice == HEADS_DEFAULT:
         paths: Sequence[Path_] = medusa.default_tree
+    elif choice == PLAIN:
+        paths = ()
     elif choice == OPTIMISED:
         if optimised is None:
             raise InputError("no optimised tree yet: run the Optimise tab and press 'Use in Explore'")
@@ -96,11 +111,14 @@ def choose_tree(choice: str, medusa: MedusaModel, uploaded: Sequence[Path_] | No
         paths = preset_tree(choice)
     else:
         raise InputError(f"unknown tree choice {choice!r}")
-    return validate_tree(paths, medusa.num_heads)
+    return check_tree_fits(paths, medusa)
 
 
-def choose_lookup(choice: str | None, default: LookupConfig | None) -> LookupConfig | None:
-    """The context-lookup choice: the heads' recommendation, off ("0") or a chain length."""
+def choose_lookup(choice: str | None, default: LookupConfig | None, tree_choice: str = HEADS_DEFAULT) -> LookupConfig | None:
+    """The context-lookup choice: the heads' recommendation, off ("0") or a chain length; always off
+    for plain decoding."""
+    if tree_choice == PLAIN:
+        return None
     if choice in (None, LOOKUP_DEFAULT):
         return default
     if choice not in {value for _, value in LOOKUP_CHOICES}:
@@ -121,9 +139,17 @@ def decode_config(
     try:
         typical = TypicalConfig(float(temperature), float(threshold), float(alpha)) if mode == "typical" else None
         sampling = SamplingConfig(float(temperature), float(top_p)) if mode == "exact" else None
+        return DecodeConfig(max_new_tokens=int(max_new_tokens), typical=typical, seed=whole_number(seed, "seed"),
+                            lookup=lookup, sampling=sampling)
     except ValueError as err:
         raise InputError(str(err)) from err
-    return DecodeConfig(max_new_tokens=int(max_new_tokens), typical=typical, seed=int(seed), lookup=lookup, sampling=sampling)
+
+
+def whole_number(value: float | None, what: str) -> int:
+    """An integer setting typed in a number box: 1.5 is refused, not silently rounded."""
+    if value is None or float(value) != int(float(value)):
+        raise InputError(f"the {what} must be a whole number, got {value}")
+    return int(float(value))
 
 
 def checked_prompt(prompt: str | None) -> str:
@@ -131,13 +157,16 @@ def checked_prompt(prompt: str | None) -> str:
     if not text:
         raise InputError("the prompt is empty; type a question or instruction")
     if len(text) > MAX_PROMPT_CHARS:
-        raise InputError(f"the prompt has {len(text)} characters; the limit is {MAX_PROMPT_CHARS}")
+        raise InputError(f"the prompt has {len(text):,} characters; the limit is {MAX_PROMPT_CHARS}: shorten it")
     return text
 
 
-def tree_summary(paths: Sequence[Path_], lookup: LookupConfig | None = None) -> str:
+def tree_summary(paths: Sequence[Path_], lookup: LookupConfig | None = None, plain: bool = False) -> str:
+    if plain:
+        return "Plain decoding: **no heads' tree and no context lookup**, one token per verification pass"
     depth = max((len(p) for p in paths), default=0)
-    text = f"Tree: **{len(paths)}** candidate nodes + root, depth **{depth}**, {len(paths) + 1} tokens per verification pass"
+    text = (f"Tree: **{len(paths)}** candidate node{'' if len(paths) == 1 else 's'} + root, depth **{depth}**, "
+            f"{plural(len(paths) + 1, 'token')} per verification pass")
     if lookup is None:
         return text
     return (
@@ -163,6 +192,19 @@ def finished_slider(num_steps: int) -> gr.Slider:
     return gr.Slider(minimum=1, maximum=max(num_steps, 2), value=num_steps, step=1, interactive=num_steps > 1)
 
 
+def locked_slider() -> gr.Slider:
+    """While a run streams: nothing to scrub yet (the previous run's steps are gone)."""
+    return gr.Slider(minimum=1, maximum=2, value=1, step=1, interactive=False)
+
+
+def special_tokens(medusa: MedusaModel) -> frozenset[int]:
+    return frozenset(medusa.base.tokenizer.all_special_ids) | medusa.base.eos_token_ids
+
+
+def tree_depth_of(tree: Sequence[Path_]) -> int:
+    return max((len(p) for p in tree), default=0)
+
+
 def make_run(store: ModelStore):
     """The streaming Run handler (a generator; on ZeroGPU it runs inside a GPU slice)."""
 
@@ -171,66 +213,106 @@ def make_run(store: ModelStore):
         prompt: str, max_new_tokens: float, mode: str, temperature: float, threshold: float, alpha: float,
         seed: float, tree_choice: str, colour_by: figures.ColourBy, compare: bool,
         key: ModelKey, uploaded: tuple[Path_, ...] | None, optimised: tuple[Path_, ...] | None,
-        lookup: str = LOOKUP_DEFAULT, top_p: float = 1.0,
+        lookup: str = LOOKUP_DEFAULT, top_p: float = 1.0, control: RunControl | None = None,
+        profile: LatencyProfile | None = None,
     ) -> Iterator[tuple]:
+        control = control if control is not None else RunControl()
+        run_id = control.start()
         with shown_in_page("cannot run"):
             text = checked_prompt(prompt)
             medusa = store.get(key)
             config = decode_config(max_new_tokens, mode, temperature, threshold, alpha, seed,
-                                   choose_lookup(lookup, medusa.default_lookup), top_p)
+                                   choose_lookup(lookup, medusa.default_lookup, tree_choice), top_p)
             tree = choose_tree(tree_choice, medusa, uploaded, optimised)
             with store.cpu_share(medusa) as share:
-                yield from stream_run(medusa, text, tree, config, colour_by, compare, share)
+                yield from stream_run(medusa, text, tree, config, colour_by, compare, share,
+                                      lambda: control.should_stop(run_id), profile)
 
     return run
 
 
+def stop_run(control: RunControl) -> None:
+    """Stop this session's run after its current step (other sessions' runs go on)."""
+    control.stop()
+
+
+def streaming_outputs(medusa: MedusaModel, spans: list[str], steps: list[StepRecord], seconds: float,
+                      colour_by: figures.ColourBy) -> tuple:
+    """A page update while decoding; the first one also clears what belonged to the previous run."""
+    skip = gr.skip()
+    fresh = len(steps) == 1
+    run = RunView(tuple(steps))
+    figure, caption = step_figure(run, run.num_steps, colour_by)
+    return (text_html(spans, medusa.num_heads), figure, caption, locked_slider() if fresh else skip,
+            live_stats_html(steps, seconds),
+            figures.empty_figure("Acceptance statistics appear when the run ends", 300) if fresh else skip,
+            "" if fresh else skip, gr.File(value=None, visible=False) if fresh else skip, run)
+
+
+def finished_outputs(medusa: MedusaModel, spans: list[str], record: GenerationRecord, tree: tuple[Path_, ...],
+                     colour_by: figures.ColourBy, lookup_on: bool, note: str, comparison: str) -> tuple:
+    """The run's final state: every output belongs to this run (finished or stopped)."""
+    run = RunView(tuple(record.steps), record)
+    figure, caption = step_figure(run, run.num_steps, colour_by)
+    credit = acceptance(record.steps, tree_depth_of(tree), medusa.num_heads, lookup_on)
+    stats_plot = figures.stats_figure([s.accepted_length for s in record.steps], credit)
+    return (text_html(spans, medusa.num_heads), figure, caption, finished_slider(run.num_steps),
+            stats_html(record, len(tree), note), stats_plot, comparison, record_download(record), run)
+
+
 def stream_run(
     medusa: MedusaModel, prompt: str, tree: tuple[Path_, ...], config: DecodeConfig, colour_by: figures.ColourBy, compare: bool,
-    share: Callable[[], int] = lambda: 0,
+    share: Callable[[], int] = lambda: 0, should_stop: Callable[[], bool] = lambda: False,
+    profile: LatencyProfile | None = None,
 ) -> Iterator[tuple]:
     """Outputs: text, tree plot, step caption, step slider, stats, stats plot, comparison, record file, run state.
-    `share` sizes this thread's CPU threads before each step (Gradio may resume the run on another thread)."""
-    skip = gr.skip()
+    `share` sizes this thread's CPU threads before each step (Gradio may resume the run on another thread);
+    `should_stop` is checked after every step (the Stop button)."""
+    special = special_tokens(medusa)
     spans: list[str] = []
     steps: list[StepRecord] = []
     start = time.perf_counter()
     last_yield = 0.0
     record: GenerationRecord | None = None
-    for item in stream_generation(medusa, prompt, tree, config):
+    for item in decode_steps(medusa, prompt, tree, config, should_stop):
         if isinstance(item, GenerationRecord):
             record = item
             break
         share()  # the next step runs on whichever thread resumes this generator
-        spans += step_spans(len(steps), item)
+        spans += step_spans(len(steps), item, special)
         steps.append(item)
         now = time.perf_counter()
         if len(steps) == 1 or now - last_yield >= STREAM_INTERVAL_S:
             last_yield = now
-            run = RunView(tuple(steps))
-            figure, caption = step_figure(run, run.num_steps, colour_by)
-            yield (text_html(spans, medusa.num_heads), figure, caption, skip,
-                   live_stats_html(steps, now - start), skip, skip, skip, skip)
-    assert record is not None
-    run = RunView(tuple(steps))
-    figure, caption = step_figure(run, run.num_steps, colour_by)
-    stats = stats_html(record, len(tree))
-    stats_plot = figures.stats_figure([s.accepted_length for s in steps], medusa.num_heads)
-    comparison = stat_cards([], "Plain decoding of the same prompt is running for the comparison…") if compare else ""
-    outputs = (text_html(spans, medusa.num_heads), figure, caption, finished_slider(run.num_steps),
-               stats, stats_plot, comparison, record_download(record), run)
-    yield outputs
+            yield streaming_outputs(medusa, spans, steps, now - start, colour_by)
+    assert record is not None  # decode_steps always ends with a record
+    stopped = record.stop_reason == STOPPED
+    note = prediction_note(record, tree, shipped_table(medusa), profile)
+    comparison = ""
     if compare:
-        plain = generate(medusa, prompt, [], replace(config, lookup=None))
-        greedy = config.mode == "greedy"
-        divergence = first_divergence(medusa.base, record.prompt_tokens, record.tokens, plain.tokens) if greedy else None
-        yield outputs[:6] + (comparison_html(record, plain, greedy, divergence),) + outputs[7:]  # whole: API callers keep the last yield
+        comparison = stat_cards([], "Stopped before the comparison with plain decoding ran." if stopped
+                                else "Plain decoding of the same prompt is running for the comparison…")
+    outputs = finished_outputs(medusa, spans, record, tree, colour_by, config.lookup is not None, note, comparison)
+    yield outputs
+    if compare and not stopped:
+        yield outputs[:6] + (compare_with_plain(medusa, prompt, config, record, should_stop),) + outputs[7:]
+
+
+def compare_with_plain(medusa: MedusaModel, prompt: str, config: DecodeConfig, record: GenerationRecord,
+                       should_stop: Callable[[], bool]) -> str:
+    """Plain decoding of the same prompt (no tree, no lookup), stoppable like the run itself."""
+    *_, plain = decode_steps(medusa, prompt, (), replace(config, lookup=None), should_stop)
+    if plain.stop_reason == STOPPED:
+        return stat_cards([], "Plain decoding for the comparison was stopped: no comparison.")
+    greedy = config.mode == "greedy"
+    divergence = first_divergence(medusa.base, record.prompt_tokens, record.tokens, plain.tokens) if greedy else None
+    return comparison_html(record, plain, greedy, divergence)
 
 
 def show_step(step_number: float, colour_by: figures.ColourBy, run: RunView | None) -> tuple[Any, str]:
     """Redraw the tree of one step of the last run (the step slider)."""
     if run is None or run.num_steps == 0:
-        raise gr.Error("Run a prompt first; the slider scrubs through its steps.")
+        raise user_error("Run a prompt first; the slider scrubs through its steps.")
     return step_figure(run, step_number, colour_by)
 
 
@@ -250,12 +332,25 @@ def make_tree_mask(store: ModelStore):
         with shown_in_page("cannot show that tree"):
             medusa = store.get(key)
             paths = choose_tree(tree_choice, medusa, uploaded, optimised)
-            lookup = choose_lookup(lookup_choice, medusa.default_lookup)
+            lookup = choose_lookup(lookup_choice, medusa.default_lookup, tree_choice)
         chain = lookup.tokens if lookup else 0
         mask = build_tree_buffers(paths, chain).ancestor_mask.numpy()
-        return figures.mask_figure(mask, paths, chain), tree_summary(paths, lookup)
+        return figures.mask_figure(mask, paths, chain), tree_summary(paths, lookup, tree_choice == PLAIN)
 
     return tree_mask
+
+
+FORMAT_LABELS = {
+    "json": "tree file (JSON)",
+    "list": "JSON list of paths, as Medusa's medusa_choices",
+    "medusa": "Medusa's medusa_choices",
+    "trtllm": "TensorRT-LLM's --medusa_choices",
+    "vllm": "vLLM's speculative_token_tree",
+}
+TREE_FILE_HELP = (
+    "a tree file is our JSON tree file, a list of paths such as [[0], [0, 0], [1]] (Medusa's medusa_choices), "
+    "TensorRT-LLM's --medusa_choices=\"[[0], [0, 0]]\" or vLLM's [(0,), (0, 0)]"
+)
 
 
 def tree_format(text: str) -> str:
@@ -268,26 +363,71 @@ def tree_format(text: str) -> str:
     return "vllm" if "(" in stripped else "medusa"
 
 
-def upload_tree(path: str | None) -> tuple[tuple[Path_, ...], gr.Dropdown, str]:
-    """Read an uploaded tree (any export format but SGLang's) into the session."""
-    with shown_in_page("invalid tree file"):
-        text = upload_text(path, "tree")
-        fmt = tree_format(text)
+def format_label(text: str, fmt: str) -> str:
+    """The format in words; a medusa_choices text that is also JSON is named a JSON list of paths."""
+    if fmt == "medusa":
+        try:
+            json.loads(text)
+            return FORMAT_LABELS["list"]
+        except json.JSONDecodeError:
+            pass
+    return FORMAT_LABELS[fmt]
+
+
+def looks_like_a_tree(text: str) -> bool:
+    """Could the text be one of the tree formats at all (before the format's own checks)?"""
+    stripped = text.strip().removeprefix("--medusa_choices").lstrip("=\"' ")
+    if "=" in stripped.split("[", 1)[0]:  # name = [...], as a Python file writes it
+        stripped = stripped.split("=", 1)[1].strip()
+    return stripped[:1] in ("{", "[", "(")
+
+
+def read_tree_file(text: str) -> tuple[tuple[Path_, ...], str]:
+    """The tree in an uploaded file, and its format's name; InputError in plain words otherwise."""
+    if not looks_like_a_tree(text):
+        raise InputError(f"this file is not a tree: {TREE_FILE_HELP}")
+    fmt = tree_format(text)
+    try:
         paths = import_tree(text, fmt)
-    return paths, gr.Dropdown(value=UPLOADED), f"Uploaded tree ({fmt} format) with {len(paths)} nodes."
+    except TreeError as err:
+        raise InputError(f"this {FORMAT_LABELS[fmt]} is not a valid tree: {err}") from err
+    return paths, format_label(text, fmt)
 
 
-def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: gr.State) -> ExploreTab:
+def make_upload_tree(store: ModelStore):
+    def upload_tree(path: str | None, key: ModelKey) -> tuple[tuple[Path_, ...], gr.Dropdown, str]:
+        """Read an uploaded tree (any export format but SGLang's) into the session, if the loaded heads
+        can run it; otherwise one message, and the previous tree choice stays."""
+        with shown_in_page("cannot use that tree file"):
+            paths, label = read_tree_file(upload_text(path, "tree"))
+            check_tree_fits(paths, store.get(key))
+        return paths, gr.Dropdown(value=UPLOADED), f"Uploaded tree ({label}) with {plural(len(paths), 'node')}."
+
+    return upload_tree
+
+
+PROMPT_LENGTH_JS = f"""(text) => {{
+  const n = (text || "").trim().length;
+  return n > {MAX_PROMPT_CHARS}
+    ? `⚠ ${{n.toLocaleString("en")}} characters: over the limit of {MAX_PROMPT_CHARS:,}. Shorten the prompt to run it.`
+    : "";
+}}"""  # in the page only: no server round trip per keystroke
+
+
+def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: gr.State, profile_state: gr.State) -> ExploreTab:
     with gr.Tab("Explore", id="explore"):  # states inside the tab: a Tabs child that is no tab breaks the tab bar
         uploaded_state = gr.State(None)
         run_state = gr.State(None, time_to_live=RUN_TTL_S)
+        control_state = gr.State(RunControl())  # deep-copied: each session gets its own
         with gr.Row():
             with gr.Column(scale=2):
-                prompt = gr.Textbox(label="Prompt (the chat template is applied)", value=EXAMPLE_PROMPT, lines=3, max_length=MAX_PROMPT_CHARS, elem_id="prompt")
+                # No max_length: the text box would cut a long paste without a word; the run says what the limit is.
+                prompt = gr.Textbox(label="Prompt (the chat template is applied)", value=EXAMPLE_PROMPT, lines=3, elem_id="prompt")
+                prompt_note = gr.Markdown("", elem_id="prompt-note")
                 with gr.Row(equal_height=True):
                     run_button = gr.Button("Run", variant="primary", elem_id="run-button", scale=1)
                     stop_button = gr.Button("Stop", variant="stop", elem_id="stop-button", scale=0, min_width=70)
-                    max_new_tokens = gr.Slider(1, 512, value=64, step=1, label="max new tokens", elem_id="max-new-tokens", scale=2)
+                    max_new_tokens = gr.Slider(1, 512, value=64, step=1, label="max new tokens", elem_id="max-new-tokens", scale=2, min_width=220)
                     compare = gr.Checkbox(label="also run plain decoding (speed-up, outputs identical?)", value=False, elem_id="compare", scale=2)
             with gr.Column(scale=1):
                 tree_choice = gr.Dropdown(TREE_CHOICES, value=HEADS_DEFAULT, label="Candidate tree", elem_id="tree-choice")
@@ -297,7 +437,7 @@ def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: g
             with gr.Row():
                 mode = gr.Radio(MODES, value="greedy", label="decoding", elem_id="decoding-mode",
                                 info="greedy is lossless; exact sampling keeps the model's distribution; typical is Medusa's (lossy)")
-                seed = gr.Number(value=0, precision=0, label="seed")
+                seed = gr.Number(value=0, precision=None, step=1, label="seed (a whole number)", elem_id="seed")
                 lookup = gr.Dropdown(
                     LOOKUP_CHOICES, value=LOOKUP_DEFAULT, label="context lookup",
                     info="also verify a chain copied from earlier text (red nodes)", elem_id="lookup-choice",
@@ -312,7 +452,7 @@ def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: g
             with gr.Column(scale=3):
                 tree_plot = gr.Plot(figures.empty_figure("Press Run to see each step's candidate tree"), label="Candidate tree", elem_id="tree-plot")
                 with gr.Row():
-                    step_slider = gr.Slider(1, 2, value=1, step=1, label="Step (scrub after the run)", interactive=False, elem_id="step-slider", scale=3)
+                    step_slider = gr.Slider(1, 2, value=1, step=1, label="Step (scrub after the run)", interactive=False, elem_id="step-slider", scale=3, min_width=260)
                     colour_by = gr.Radio(["depth", "probability"], value="depth", label="node colour", scale=1)
                 caption = gr.Markdown(label="step", elem_id="step-caption")
             with gr.Column(scale=2):
@@ -325,21 +465,23 @@ def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: g
 
     tree_mask = make_tree_mask(store)
     mask_inputs = [tree_choice, key_state, uploaded_state, optimised_state, lookup]
-    run_event = run_button.click(
+    prompt.change(None, inputs=[prompt], outputs=[prompt_note], js=PROMPT_LENGTH_JS, api_visibility="private")
+    run_button.click(
         make_run(store),
         inputs=[prompt, max_new_tokens, mode, temperature, threshold, alpha, seed, tree_choice, colour_by, compare, key_state,
-                uploaded_state, optimised_state, lookup, top_p],
+                uploaded_state, optimised_state, lookup, top_p, control_state, profile_state],
         outputs=[output, tree_plot, caption, step_slider, stats, stats_plot, comparison, record_file, run_state],
         api_name="generate",
     )
-    stop_button.click(None, cancels=[run_event])
+    # Its own slot (no concurrency limit): a Stop must not queue behind the runs it is meant to stop.
+    stop_button.click(stop_run, inputs=[control_state], api_name="stop", concurrency_limit=None, show_progress="hidden")
     # input: dragging, arrow keys and the number box (release would miss the keyboard); the latest value wins.
     step_slider.input(show_step, inputs=[step_slider, colour_by, run_state], outputs=[tree_plot, caption], api_name="show_step",
                       trigger_mode="always_last", show_progress="hidden")
     colour_by.input(recolour, inputs=[step_slider, colour_by, run_state], outputs=[tree_plot, caption], api_visibility="private")
-    tree_choice.change(tree_mask, inputs=mask_inputs, outputs=[mask_plot, tree_info], api_name="tree_mask")
-    lookup.change(tree_mask, inputs=mask_inputs, outputs=[mask_plot, tree_info], api_visibility="private")
-    tree_file.upload(upload_tree, inputs=[tree_file], outputs=[uploaded_state, tree_choice, tree_info], api_name="upload_tree").then(
-        tree_mask, inputs=mask_inputs, outputs=[mask_plot, tree_info], api_visibility="private"
-    )
+    # .input, not .change: an upload or 'Use in Explore' sets the choice and redraws the mask itself, once.
+    tree_choice.input(tree_mask, inputs=mask_inputs, outputs=[mask_plot, tree_info], api_name="tree_mask")
+    lookup.input(tree_mask, inputs=mask_inputs, outputs=[mask_plot, tree_info], api_visibility="private")
+    tree_file.upload(make_upload_tree(store), inputs=[tree_file, key_state], outputs=[uploaded_state, tree_choice, tree_info],
+                     api_name="upload_tree").success(tree_mask, inputs=mask_inputs, outputs=[mask_plot, tree_info], api_visibility="private")
     return ExploreTab(tree_choice, tree_info, mask_plot, tree_mask, mask_inputs)

@@ -13,6 +13,8 @@ from plotly.subplots import make_subplots
 
 from medusa_core import Node
 
+from .acceptance import Acceptance
+
 ColourBy = Literal["depth", "probability"]
 
 BASE_COLOUR = "#4a4a4a"
@@ -42,6 +44,9 @@ def token_label(text: str) -> str:
 
 
 TOP_LEGEND = dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom")
+# Under the plot: a legend at the top right sits on the title and on plotly's toolbar.
+BOTTOM_LEGEND = dict(orientation="h", yanchor="top", y=-0.02, xanchor="left", x=0.0)
+RING_EXTRA = 6  # the accepted ring's diameter over the node's: tight, so it stays clear of the label
 
 
 def base_layout(title: str, height: int) -> dict:
@@ -188,27 +193,30 @@ def node_traces(view: TreeView, x: np.ndarray, y: np.ndarray, colour_by: ColourB
     faded = bool(accepted)
     opacity = [1.0 if (i in accepted or not faded) else FADED_OPACITY for i in range(len(view.parents))]
     labels = shown_labels(view)
-    if colour_by == "probability":
-        groups = [("nodes", list(range(len(view.parents))))]
+    proposed = [(i, d) for i, d in enumerate(view.depths) if i not in view.lookup]
+    if colour_by == "probability":  # copied nodes have no probability: red, not p = 0 on the scale
+        groups = [("nodes", [i for i, _ in proposed])]
     else:
-        proposed = [(i, d) for i, d in enumerate(view.depths) if i not in view.lookup]
         groups = [(depth_name(d), [i for i, nd in proposed if nd == d]) for d in sorted({d for _, d in proposed})]
-        groups += [(LOOKUP_NAME, sorted(view.lookup))] if view.lookup else []
+    groups += [(LOOKUP_NAME, sorted(view.lookup))] if view.lookup else []
     traces = []
     for name, members in groups:
         marker: dict = dict(size=size, opacity=[opacity[i] for i in members], line=dict(width=1, color="white"))
-        if colour_by == "probability":
-            marker |= dict(color=[view.values[i] for i in members], colorscale="Viridis", cmin=0, cmax=1, colorbar=dict(title="p", thickness=12, len=0.8))
+        if name == LOOKUP_NAME:
+            marker["color"] = LOOKUP_COLOUR
+        elif colour_by == "probability":
+            marker |= dict(color=[view.values[i] for i in members], colorscale="Viridis", cmin=0, cmax=1,
+                           colorbar=dict(title="p", thickness=12, len=0.8))
         else:
-            marker["color"] = LOOKUP_COLOUR if name == LOOKUP_NAME else depth_colour(view.depths[members[0]])
+            marker["color"] = depth_colour(view.depths[members[0]])
         traces.append(
             go.Scatter(
                 x=x[members], y=y[members], mode="markers+text", name=name,
                 text=[labels[i] for i in members],
-                textposition="bottom center",
+                textposition="bottom center", cliponaxis=False,  # labels at the edges are not cut
                 textfont=dict(size=11, color=[f"rgba(30,30,30,{opacity[i]})" for i in members]),
                 hovertext=[view.hovers[i] for i in members], hoverinfo="text",
-                marker=marker, showlegend=colour_by == "depth",
+                marker=marker, showlegend=colour_by == "depth" or name == LOOKUP_NAME,
             )
         )
     return traces
@@ -230,16 +238,17 @@ def tree_figure(view: TreeView, colour_by: ColourBy = "depth", title: str = "") 
     xs, ys = edge_coordinates(on_path, x, y)
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="accepted edges", hoverinfo="skip", legendgroup="accepted",
                              line=dict(color=ACCEPT_COLOUR, width=5), showlegend=False))
-    for trace in node_traces(view, x, y, colour_by, size):
-        fig.add_trace(trace)
-    if view.accepted:
+    if view.accepted:  # drawn before the nodes, so the labels are written over the ring, not under it
         ids = list(view.accepted)
         fig.add_trace(go.Scatter(x=x[ids], y=y[ids], mode="markers", name="accepted path", hoverinfo="skip", legendgroup="accepted",
-                                 marker=dict(size=size + 9, symbol="circle-open", color=ACCEPT_COLOUR, line=dict(width=3, color=ACCEPT_COLOUR))))
+                                 marker=dict(size=size + RING_EXTRA, symbol="circle-open", color=ACCEPT_COLOUR,
+                                             line=dict(width=2.5, color=ACCEPT_COLOUR))))
+    for trace in node_traces(view, x, y, colour_by, size):
+        fig.add_trace(trace)
     max_depth = max(view.depths, default=0)
-    fig.update_layout(**base_layout(title, 150 + 95 * (max_depth + 1)), hovermode="closest",
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
-    fig.update_xaxes(visible=False, range=[float(x.min()) - 0.8, float(x.max()) + 0.8] if len(x) else None)
+    fig.update_layout(**base_layout(title, 170 + 95 * (max_depth + 1)), hovermode="closest", legend=BOTTOM_LEGEND)
+    fig.update_layout(margin=dict(l=40, r=40, t=50, b=70))
+    fig.update_xaxes(visible=False, range=[float(x.min()) - 1.0, float(x.max()) + 1.0] if len(x) else None)
     fig.update_yaxes(visible=False, range=[-max_depth - 0.6, 0.6])
     return fig
 
@@ -270,26 +279,40 @@ def mask_figure(mask: np.ndarray, paths: Sequence[Sequence[int]], lookup: int = 
 # ---------------------------------------------------------------- decoding statistics
 
 
-def per_head_acceptance(accepted_lengths: Sequence[int], num_heads: int) -> list[float]:
-    """Share of steps whose accepted path reached head h's level (h = 1..num_heads)."""
-    lengths = np.asarray(accepted_lengths)
-    if lengths.size == 0:
-        return [0.0] * num_heads
-    return [float((lengths >= h).mean()) for h in range(1, num_heads + 1)]
+NOT_IN_TREE_COLOUR = "#d0d0d0"
 
 
-def stats_figure(accepted_lengths: Sequence[int], num_heads: int) -> go.Figure:
-    """Histogram of tokens per step and the per-head acceptance rate of one run."""
+def credit_bars(credit: Acceptance) -> tuple[list[str], list[float], list[str], list[str], list[str]]:
+    """Bars of the credit chart: name, height, label, colour and hover per head (and the lookup)."""
+    names, heights, labels, colours, hovers = [], [], [], [], []
+    for head, share in enumerate(credit.heads, start=1):
+        names.append(f"head {head}")
+        heights.append(0.0 if share is None else share)
+        labels.append("not in tree" if share is None else f"{share:.0%}")
+        colours.append(NOT_IN_TREE_COLOUR if share is None else depth_colour(head))
+        hovers.append(f"head {head} has no node in this tree" if share is None
+                      else f"head {head}'s own guess accepted in {share:.1%} of steps")
+    if credit.lookup is not None:
+        names.append(LOOKUP_NAME)
+        heights.append(credit.lookup)
+        labels.append(f"{credit.lookup:.0%}")
+        colours.append(LOOKUP_COLOUR)
+        hovers.append(f"a copied token accepted in {credit.lookup:.1%} of steps")
+    return names, heights, labels, colours, hovers
+
+
+def stats_figure(accepted_lengths: Sequence[int], credit: Acceptance) -> go.Figure:
+    """Histogram of tokens per step, and who got the accepted tokens: each head's own guesses (a
+    token copied by the context lookup is the lookup's, not a head's) and the lookup."""
+    num_heads = len(credit.heads)
     tokens = np.asarray(accepted_lengths, dtype=int) + 1
     counts = np.bincount(tokens, minlength=num_heads + 2)[1:]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("tokens per step", "per-head acceptance"))
-    fig.add_trace(go.Bar(x=list(range(1, len(counts) + 1)), y=counts, marker_color=ACCEPT_COLOUR, name="steps",
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("tokens per step", "accepted per head (share of steps)"))
+    fig.add_trace(go.Bar(x=list(range(1, len(counts) + 1)), y=counts.tolist(), marker_color=ACCEPT_COLOUR, name="steps",
                          hovertemplate="%{y} steps emitted %{x} tokens<extra></extra>"), row=1, col=1)
-    rates = per_head_acceptance(accepted_lengths, num_heads)
-    fig.add_trace(go.Bar(x=[f"head {h}" for h in range(1, num_heads + 1)], y=rates,
-                         marker_color=[depth_colour(h) for h in range(1, num_heads + 1)], name="acceptance",
-                         text=[f"{r:.0%}" for r in rates], textposition="outside",
-                         hovertemplate="%{x}: accepted in %{y:.1%} of steps<extra></extra>"), row=1, col=2)
+    names, heights, labels, colours, hovers = credit_bars(credit)
+    fig.add_trace(go.Bar(x=names, y=heights, marker_color=colours, name="acceptance", text=labels, textposition="outside",
+                         hovertext=hovers, hoverinfo="text", cliponaxis=False), row=1, col=2)
     fig.update_layout(**base_layout("", 300), showlegend=False, bargap=0.25)
     fig.update_layout(margin=dict(l=40, r=20, t=40, b=40))
     fig.update_xaxes(dtick=1, row=1, col=1)
@@ -343,26 +366,33 @@ def pareto_front(points: Sequence[tuple[int, float]]) -> list[tuple[int, float]]
     return front
 
 
-def add_best_tree_marker(fig: go.Figure, best: tuple[int, float] | None) -> None:
-    """Star the chosen tree at (nodes, expected length) on an optimiser figure."""
+def add_best_tree_marker(fig: go.Figure, best: tuple[float, float] | None, name: str = "best tree") -> None:
+    """Star the chosen tree at (nodes or cost, expected length) on an optimiser figure."""
     if best is not None:
-        fig.add_trace(go.Scatter(x=[best[0]], y=[best[1]], mode="markers", name="best tree",
+        fig.add_trace(go.Scatter(x=[best[0]], y=[best[1]], mode="markers", name=name,
                                  marker=dict(size=16, symbol="star", color=ACCEPT_COLOUR, line=dict(width=1, color="black"))))
 
-def pareto_figure(points: Sequence[tuple[int, float]], best: tuple[int, float] | None) -> go.Figure:
-    """Every trial tree (nodes, expected length), its Pareto front and the chosen tree."""
+def pareto_figure(points: Sequence[tuple[float, float]], best: tuple[float, float] | None, x_title: str = "tree nodes") -> go.Figure:
+    """Every trial tree (cost, expected length), its Pareto front and the chosen tree; the cost is the
+    node count or the predicted ms per step, as the objective has it."""
     fig = go.Figure()
     if points:
-        nodes, lengths = zip(*points)
-        fig.add_trace(go.Scatter(x=nodes, y=lengths, mode="markers", name="trial trees", marker=dict(size=6, color="#9fb8d6")))
+        xs, lengths = zip(*points)
+        fig.add_trace(go.Scatter(x=xs, y=lengths, mode="markers", name="trial trees", marker=dict(size=6, color="#9fb8d6")))
         front = pareto_front(points)
         fig.add_trace(go.Scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines+markers", name="Pareto front",
                                  line=dict(color="#1f77b4", width=2, shape="hv"), marker=dict(size=7)))
-    add_best_tree_marker(fig, best)
-    fig.update_layout(**base_layout("Pareto front: expected length vs nodes", 320), legend=TOP_LEGEND)
-    fig.update_xaxes(title="tree nodes")
+    add_best_tree_marker(fig, best, "chosen tree")
+    fig.update_layout(**base_layout(f"Pareto front: expected length vs {x_title}", 320), legend=TOP_LEGEND)
+    fig.update_xaxes(title=x_title)
     fig.update_yaxes(title="expected tokens per step")
     return fig
+
+
+def no_tradeoff_figure(nodes: int) -> go.Figure:
+    """The Pareto plot of a search whose trials all fill the budget: one column of points says nothing."""
+    return empty_figure(f"Every trial tree uses the whole budget of {nodes} nodes: no trade-off to plot.<br>"
+                        "E(N) below shows expected length against the number of nodes.", 320)
 
 
 def curve_figure(curve: Sequence[float], presets: Sequence[tuple[str, int, float]], best: tuple[int, float] | None) -> go.Figure:

@@ -4,8 +4,10 @@ the exact optimum, export the tree for serving engines, or send it to the Explor
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+import time
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from typing import Any, Callable
 
 import gradio as gr
 import numpy as np
@@ -21,7 +23,9 @@ from optimizer import (
     SearchConfig,
     SearchProgress,
     SearchResult,
+    TRTLLM_MAX_DRAFT_LEN,
     TreeScorer,
+    TreeTrial,
     check_tree_for_engine,
     measure_latency_profile,
     objective_names,
@@ -30,10 +34,12 @@ from optimizer import (
     tokens_per_second,
 )
 
+from optimizer.profile_check import check_profile
+
 from . import exports, figures
-from .explore import OPTIMISED, ExploreTab
-from .heads_tab import REFERENCE_CHOICES, SESSION, upload_accuracy
-from .inputs import InputError, shown_in_page
+from .explore import OPTIMISED, ExploreTab, whole_number
+from .heads_tab import SESSION, SHIPPED, TABLE_CHOICES, shipped_table, upload_accuracy
+from .inputs import InputError, shown_in_page, user_error
 from .runtime import gpu_task
 from .store import ModelKey, ModelStore
 
@@ -66,12 +72,27 @@ class OptimisedTree:
     meta: dict
 
 
-def resolve_table(source: str, session_table: AccuracyTable | None) -> AccuracyTable:
-    if source != SESSION:
-        return resolve_accuracy(source)
-    if session_table is None:
-        raise ValueError("this session has no measured table: calibrate or upload one in the Heads tab, or pick a reference table")
-    return session_table
+def resolve_table(source: str, session_table: AccuracyTable | None, shipped: Callable[[], AccuracyTable | None]) -> AccuracyTable:
+    """The table the search uses: the loaded heads' shipped one, this session's, or a reference."""
+    if source == SHIPPED:
+        table = shipped()
+        if table is None:
+            raise InputError("no accuracy table ships with the loaded heads: calibrate or upload one in the Heads tab, or pick a reference")
+        return table
+    if source == SESSION:
+        if session_table is None:
+            raise InputError("this session has no calibrated or uploaded table: make one in the Heads tab, or pick the shipped or a reference table")
+        return session_table
+    return resolve_accuracy(source)
+
+
+def check_settings(objective: str, engine: str, budget: int, profile: LatencyProfile | None) -> None:
+    """Settings that cannot work together, refused before the search in the page's words."""
+    if profile is None and objective in NEEDS_PROFILE:
+        raise InputError("this objective needs the latency profile: open 'Latency profile of this device' and press Measure")
+    if engine == "trtllm" and budget > TRTLLM_MAX_DRAFT_LEN:
+        raise InputError(f"TensorRT-LLM takes at most {TRTLLM_MAX_DRAFT_LEN} tree nodes: lower the node budget to "
+                         f"{TRTLLM_MAX_DRAFT_LEN} or less, or choose 'any tree'")
 
 
 def complete_trials(result: SearchResult) -> list:
@@ -91,8 +112,10 @@ def engine_fit(tree: Sequence[Path_], engine: str) -> str:
     return "yes"
 
 
-def comparison_rows(result: SearchResult, table: AccuracyTable, profile: LatencyProfile | None) -> list[list]:
-    named = [("best found", result.best.tree), ("exact optimum", result.exact.tree), *preset_trees(table.num_heads)]
+def comparison_rows(result: SearchResult, table: AccuracyTable, profile: LatencyProfile | None,
+                    chosen: TreeTrial | None = None) -> list[list]:
+    found = (chosen or result.best).tree
+    named = [("best found", found), ("exact optimum", result.exact.tree), *preset_trees(table.num_heads)]
     scorer = TreeScorer(table, result.length_model)
     lengths = scorer.expected_lengths([tree for _, tree in named])
     rows = []
@@ -103,63 +126,191 @@ def comparison_rows(result: SearchResult, table: AccuracyTable, profile: Latency
     return rows
 
 
-def best_summary(result: SearchResult, table: AccuracyTable, trials: int) -> str:
-    best, exact = result.best, result.exact
-    first = objective_names(result.config.objective)[0]
-    share = best.values[0] / exact.value if exact.value else 0.0
-    depth = max((len(p) for p in best.tree), default=0)
-    return (
-        f"**Best tree**: {len(best.tree)} nodes, depth {depth}, **{best.expected_length:.3f} expected tokens per step** "
-        f"({first}: {best.values[0]:.3f}; exact optimum {exact.value:.3f}, reached {share:.1%}) · "
-        f"{trials} trials · length model {result.length_model} · table: {table.model or 'uploaded'}"
-    )
+@dataclass(frozen=True)
+class FrontPoint:
+    """A tree on the Pareto front: its expected length and its cost (nodes, or predicted seconds per step)."""
+
+    tree: tuple[Path_, ...]
+    length: float
+    seconds: float | None = None  # length-vs-latency: the profile's seconds per step
+
+    @property
+    def nodes(self) -> int:
+        return len(self.tree)
+
+    def label(self) -> str:
+        text = f"{self.nodes} nodes · {self.length:.3f} tokens/step"
+        if self.seconds:
+            text += f" · {self.seconds * 1000:.0f} ms/step · {self.length / self.seconds:.1f} tokens/s predicted"
+        return text
 
 
-def best_tree_figure(result: SearchResult, table: AccuracyTable) -> Any:
-    weights = TreeScorer(table, result.length_model).node_values(result.best.tree) if result.best.tree else np.zeros(0)
-    view = figures.shape_tree_view(result.best.tree, weights.tolist())
-    return figures.tree_figure(view, "probability", "Best tree (colour: chance each node is on the accepted path)")
+@dataclass(frozen=True)
+class SearchView:
+    """What picking another tree on the front needs (kept in the session)."""
+
+    points: tuple[FrontPoint, ...]
+    result: SearchResult
+    table: AccuracyTable
+    source: str
+    trials: int
+    profile: LatencyProfile | None = None
 
 
-def search_figures(result: SearchResult, table: AccuracyTable) -> tuple[Any, Any, Any]:
+def is_pareto(objective: str) -> bool:
+    return len(objective_names(objective)) == 2
+
+
+def front_points(result: SearchResult) -> tuple[FrontPoint, ...]:
+    latency = result.config.objective == "length-vs-latency"
+    return tuple(FrontPoint(t.tree, t.expected_length, t.values[1] if latency else None) for t in result.pareto)
+
+
+def default_pick(points: Sequence[FrontPoint]) -> int:
+    """With a latency profile: the fastest predicted tree of the front; by nodes: the longest."""
+    if points and points[0].seconds:
+        return max(range(len(points)), key=lambda i: points[i].length / points[i].seconds)
+    return max(range(len(points)), key=lambda i: (points[i].length, -points[i].nodes)) if points else 0
+
+
+def chosen_trial(view: SearchView, pick: int | None) -> TreeTrial:
+    if not view.points or pick is None:
+        return view.result.best
+    point = view.points[min(max(int(pick), 0), len(view.points) - 1)]
+    return TreeTrial(-1, point.tree, (point.length,), point.length)
+
+
+def best_summary(view: SearchView, chosen: TreeTrial) -> str:
+    result, table = view.result, view.table
+    exact = result.exact
+    depth = max((len(p) for p in chosen.tree), default=0)
+    share = chosen.expected_length / exact.value if exact.value and not is_pareto(result.config.objective) else None
+    if is_pareto(result.config.objective):
+        head = f"**Tree on the Pareto front** (pick another point below): {len(chosen.tree)} nodes, depth {depth}"
+        reference = f"exact optimum for the whole budget {exact.value:.3f}"
+    else:
+        first = objective_names(result.config.objective)[0]
+        head = f"**Best tree**: {len(chosen.tree)} nodes, depth {depth}"
+        reference = f"{first}: {chosen.values[0]:.3f}; exact optimum {exact.value:.3f}, reached {share:.1%}"
+    samples = f", {table.samples} positions" if table.samples else ""
+    return (f"{head}, **{chosen.expected_length:.3f} expected tokens per step** ({reference}) · {view.trials} trials · "
+            f"length model {result.length_model} · table: {table_name(view.source, table)}{samples}")
+
+
+def table_name(source: str, table: AccuracyTable) -> str:
+    names = dict((value, label) for label, value in TABLE_CHOICES)
+    return names.get(source, source) + (f" ({table.model})" if table.model else "")
+
+
+def best_tree_figure(chosen: TreeTrial, view: SearchView) -> Any:
+    scorer = TreeScorer(view.table, view.result.length_model)
+    weights = scorer.node_values(chosen.tree) if chosen.tree else np.zeros(0)
+    shape = figures.shape_tree_view(chosen.tree, weights.tolist())
+    title = "Chosen tree" if is_pareto(view.result.config.objective) else "Best tree"
+    return figures.tree_figure(shape, "probability", f"{title} (colour: chance each node is on the accepted path)")
+
+
+def search_figures(result: SearchResult, table: AccuracyTable, chosen: TreeTrial) -> tuple[Any, Any, Any]:
     trials = complete_trials(result)
     history = figures.history_figure([t.values[0] for t in trials], objective_names(result.config.objective)[0])
-    points = [(len(t.user_attrs["paths"]), float(t.user_attrs["expected_length"])) for t in trials]
-    best = (len(result.best.tree), result.best.expected_length)
-    pareto = figures.pareto_figure(points, best)
+    pareto = pareto_plot(result, trials, chosen)
     scorer = TreeScorer(table, result.length_model)
     presets = [(name, len(tree), float(length)) for (name, tree), length in
                zip(preset_trees(table.num_heads), scorer.expected_lengths([t for _, t in preset_trees(table.num_heads)]))]
-    curve = figures.curve_figure(result.exact.curve.tolist(), presets, best)
+    curve = figures.curve_figure(result.exact.curve.tolist(), presets, (len(chosen.tree), chosen.expected_length))
     return history, pareto, curve
 
 
-def optimised_tree(result: SearchResult, table: AccuracyTable, source: str) -> OptimisedTree:
+def pareto_plot(result: SearchResult, trials: list, chosen: TreeTrial) -> Any:
+    """Expected length against the objective's cost: predicted ms per step for the latency objective, else nodes."""
+    lengths = [float(t.user_attrs["expected_length"]) for t in trials]
+    if result.config.objective == "length-vs-latency":
+        cost = [t.values[1] * 1000 for t in trials]
+        by_tree = {tuple(map(tuple, t.user_attrs["paths"])): c for t, c in zip(trials, cost)}
+        chosen_cost = by_tree.get(chosen.tree, float("nan"))
+        return figures.pareto_figure(list(zip(cost, lengths)), (chosen_cost, chosen.expected_length), "predicted ms per step")
+    nodes = [len(t.user_attrs["paths"]) for t in trials]
+    if len(set(nodes)) < 2:
+        return figures.no_tradeoff_figure(nodes[0] if nodes else result.config.budget)
+    return figures.pareto_figure(list(zip(nodes, lengths)), (len(chosen.tree), chosen.expected_length))
+
+
+def optimised_tree(view: SearchView, chosen: TreeTrial) -> OptimisedTree:
+    result = view.result
     meta = {
-        "source": f"medusa-explorer optimise tab, table {source}",
+        "source": f"medusa-explorer optimise tab, table {view.source}",
         "objective": result.config.objective,
-        "objective_value": result.best.values[0],
-        "expected_length": result.best.expected_length,
+        "objective_value": chosen.values[0],
+        "expected_length": chosen.expected_length,
         "length_model": result.length_model,
         "budget": result.config.budget,
         "engine": result.config.engine,
         "trials": result.config.n_trials,
     }
-    return OptimisedTree(result.best.tree, table.num_heads, table.top_k, meta)
+    return OptimisedTree(chosen.tree, view.table.num_heads, view.table.top_k, meta)
+
+
+def front_picker(view: SearchView, pick: int) -> gr.Dropdown:
+    choices = [(point.label(), i) for i, point in enumerate(view.points)]
+    return gr.Dropdown(choices=choices, value=pick if choices else None, visible=bool(choices))
+
+
+def view_outputs(view: SearchView, pick: int | None) -> tuple:
+    """summary, best tree, history, Pareto, E(N), comparison, tree state, export note, downloads..., picker, view."""
+    chosen = chosen_trial(view, pick)
+    tree = optimised_tree(view, chosen)
+    history, pareto, curve = search_figures(view.result, view.table, chosen)
+    buttons, export_note = exports.download_buttons(tree)
+    return (best_summary(view, chosen), best_tree_figure(chosen, view), history, pareto, curve,
+            comparison_rows(view.result, view.table, view.profile, chosen), tree, export_note, *buttons,
+            front_picker(view, pick or 0), view)
+
+
+class TimedForward:
+    """forward(n) that also keeps every call's seconds per size, for the profile's spread check."""
+
+    def __init__(self, forward: Callable[[int], None]) -> None:
+        self.forward = forward
+        self.times: dict[int, list[float]] = defaultdict(list)
+
+    def __call__(self, n_tokens: int) -> None:
+        start = time.perf_counter()
+        self.forward(n_tokens)  # synchronises the device itself
+        self.times[n_tokens].append(time.perf_counter() - start)
+
+    def rounds(self, warmup: int) -> dict[str, list[float]]:
+        return {str(size): times[warmup:] for size, times in self.times.items()}
+
+
+def profile_note(profile: LatencyProfile) -> str:
+    one, most = profile.latency(1), profile.latency(profile.sizes[-1])
+    rounds = profile.meta.get("round_seconds", {})
+    check = check_profile(profile.sizes, profile.seconds, {int(k): v for k, v in rounds.items()})
+    verdict = f"Profile **{'regular' if check.regular else '⚠ irregular'}**: " + check.describe().split(": ", 1)[1] + "."
+    return (f"Profile of **{profile.device}**: 1 token {one * 1000:.0f} ms, {profile.sizes[-1]} tokens {most * 1000:.0f} ms "
+            f"per pass.<br>{verdict}")
+
+
+def last_good_note(tree: OptimisedTree | None) -> str:
+    """After a failed search or upload: nothing below changed, and what it shows."""
+    if tree is None:
+        return "✗ That did not run (the message says why); nothing was optimised yet."
+    return (f"✗ That did not run (the message says why). Below is still the last good result: a {len(tree.paths)}-node tree "
+            f"for '{tree.meta.get('objective')}', budget {tree.meta.get('budget')}, engine {tree.meta.get('engine')}.")
 
 
 def make_handlers(store: ModelStore):
     def optimise(source: str, budget: float, objective: str, length_model: str, engine: str, trials: float, seed: float,
-                 warm_start: bool, session_table: AccuracyTable | None, profile: LatencyProfile | None,
+                 warm_start: bool, session_table: AccuracyTable | None, profile: LatencyProfile | None, key: ModelKey,
                  progress: gr.Progress = gr.Progress()) -> tuple:
         """Run the Optuna study; outputs: summary, best tree, history, Pareto front, E(N), comparison,
-        the session's optimised tree, the export note, then one download per export format."""
+        the session's optimised tree, the export note, one download per export format, the front picker,
+        the search view (state) and the status note."""
         with shown_in_page("cannot optimise"):
-            if profile is None and objective in NEEDS_PROFILE:
-                raise InputError("this objective needs the latency profile: open 'Latency profile of this device' and press Measure")
-            table = resolve_table(source, session_table)
+            check_settings(objective, engine, int(budget), profile)
+            table = resolve_table(source, session_table, lambda: shipped_table(store.get(key)))
             config = SearchConfig(budget=int(budget), objective=objective, length_model=length_model, engine=engine,
-                                  n_trials=int(trials), seed=int(seed), cold=not warm_start, storage=None)
+                                  n_trials=int(trials), seed=whole_number(seed, "seed"), cold=not warm_start, storage=None)
 
             def report(state: SearchProgress) -> None:
                 best = "" if state.best_value is None else f" · best {state.best_value:.3f}"
@@ -167,52 +318,55 @@ def make_handlers(store: ModelStore):
 
             progress((0, int(trials)), desc="Optuna trials", unit="trials")
             result = run_search(table, config, profile, progress=report)
-        tree = optimised_tree(result, table, source)
-        history, pareto, curve = search_figures(result, table)
-        buttons, export_note = exports.download_buttons(tree)
-        return (best_summary(result, table, len(complete_trials(result))), best_tree_figure(result, table), history, pareto, curve,
-                comparison_rows(result, table, profile), tree, export_note, *buttons)
+        points = front_points(result) if is_pareto(objective) else ()
+        view = SearchView(points, result, table, source, len(complete_trials(result)), profile)
+        return (*view_outputs(view, default_pick(points) if points else None), "")
+
+    def pick_front(pick: int | None, view: SearchView | None) -> tuple:
+        """Show another tree of the Pareto front: summary, tree, plots, exports and 'Use in Explore' follow it."""
+        if view is None or not view.points:
+            raise user_error("Run a search with a Pareto objective first; its front's trees can then be picked.")
+        return view_outputs(view, pick)[:-1] + ("",)  # the view state stays as it is
 
     @gpu_task
     def measure_profile(key: ModelKey, progress: gr.Progress = gr.Progress()) -> tuple[LatencyProfile, Any, str]:
         """Time one tree-verification pass per tree size on this device (for the speed objective)."""
         medusa = store.get(key)
         base = medusa.base
-        forward = tree_forward_fn(medusa)  # n >= 2 includes the heads' proposal, as a decoding step
+        forward = TimedForward(tree_forward_fn(medusa))  # n >= 2 includes the heads' proposal, as a decoding step
         info = {"model": base.model_id, "device": str(base.device), "dtype": str(base.dtype).removeprefix("torch.")}
         progress((0, PROFILE_REPEATS), desc="timing forward passes", unit="rounds")
         profile = measure_latency_profile(forward, PROFILE_SIZES, repeats=PROFILE_REPEATS, warmup=1, info=info,
                                           progress=lambda done, total: progress((done, total), desc="timing forward passes", unit="rounds"))
-        one, most = profile.latency(1), profile.latency(PROFILE_SIZES[-1])
-        note = f"Profile of **{base.device}**: 1 token {one * 1000:.0f} ms, {PROFILE_SIZES[-1]} tokens {most * 1000:.0f} ms per pass."
-        return profile, figures.latency_figure(profile.sizes, profile.seconds, str(base.device)), note
+        profile = replace(profile, meta=dict(profile.meta) | {"round_seconds": forward.rounds(warmup=1)})
+        return profile, figures.latency_figure(profile.sizes, profile.seconds, str(base.device)), profile_note(profile)
 
     def upload_table(path: str | None) -> tuple[AccuracyTable, Any, str]:
         with shown_in_page("invalid accuracy table"):
             table = upload_accuracy(path)
-        return table, gr.Dropdown(value=SESSION), f"Uploaded table: {table.num_heads} heads, top_k {table.top_k}."
+        return table, gr.Dropdown(value=SESSION), f"Uploaded table: {table.num_heads} heads, top_k {table.top_k}, {table.samples} positions."
 
     def use_in_explore(tree: OptimisedTree | None, key: ModelKey) -> tuple[tuple[Path_, ...], Any, Any, str]:
         """Send the best tree to the Explore tab (cut to the loaded heads' depth if deeper)."""
         if tree is None:
-            raise gr.Error("Run an optimisation first.")
+            raise user_error("Run an optimisation first.")
         heads = store.get(key).num_heads
         paths = validate_tree([p for p in tree.paths if len(p) <= heads], heads)
         note = "" if len(paths) == len(tree.paths) else f" (cut to the loaded {heads} heads: {len(paths)} of {len(tree.paths)} nodes)"
         return paths, gr.Tabs(selected="explore"), gr.Dropdown(value=OPTIMISED), f"Optimised tree in use{note}."
 
-    return optimise, measure_profile, upload_table, use_in_explore
+    return optimise, pick_front, measure_profile, upload_table, use_in_explore
 
 
 def build_optimise_tab(store: ModelStore, key_state: gr.State, accuracy_state: gr.State, optimised_state: gr.State,
-                       explore: ExploreTab, tabs: gr.Tabs) -> None:
-    optimise, measure_profile, upload_table, use_in_explore = make_handlers(store)
+                       profile_state: gr.State, explore: ExploreTab, tabs: gr.Tabs) -> None:
+    optimise, pick_front, measure_profile, upload_table, use_in_explore = make_handlers(store)
     with gr.Tab("Optimise", id="optimise"):
-        profile_state = gr.State(None)
         best_state = gr.State(None)
+        view_state = gr.State(None)
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
-                source = gr.Dropdown([("this session's table (Heads tab)", SESSION), *REFERENCE_CHOICES], value=SESSION, label="accuracy table", elem_id="optimise-source")
+                source = gr.Dropdown(TABLE_CHOICES, value=SHIPPED, label="accuracy table", elem_id="optimise-source")
                 table_upload = gr.UploadButton("Upload an accuracy table (JSON)", file_types=[".json"], type="filepath", size="sm", elem_id="optimise-upload")
                 budget = gr.Slider(1, 128, value=32, step=1, label="node budget", elem_id="budget")
                 objective = gr.Radio(OBJECTIVE_CHOICES, value="length", label="objective")
@@ -220,15 +374,18 @@ def build_optimise_tab(store: ModelStore, key_state: gr.State, accuracy_state: g
                 length_model = gr.Radio(LENGTH_MODELS, value="auto", label="length model")
                 with gr.Row():
                     trials = gr.Slider(5, 1000, value=100, step=5, label="trials", elem_id="trials")
-                    seed = gr.Number(0, precision=0, label="seed")
+                    seed = gr.Number(0, precision=None, step=1, label="seed (a whole number)")
                 warm_start = gr.Checkbox(True, label="start from the exact optimum and presets (off: Optuna alone)")
                 run_button = gr.Button("Optimise", variant="primary", elem_id="optimise-button")
                 with gr.Accordion("Latency profile of this device (speed objectives)", open=False):
                     profile_button = gr.Button("Measure latency profile", elem_id="profile-button")
-                    profile_note = gr.Markdown("Not measured yet.", label="profile")
+                    profile_note_md = gr.Markdown("Not measured yet.", label="profile", elem_id="profile-note")
                     profile_plot = gr.Plot(label="latency profile")
             with gr.Column(scale=2):
+                # Progress and failures show here, so a failed search never covers the last good result below.
+                status = gr.Markdown("", elem_id="optimise-status", min_height=40)
                 summary = gr.Markdown("Press **Optimise** to search for the best tree.", label="summary", elem_id="optimise-summary")
+                front_choice = gr.Dropdown([], label="tree on the Pareto front", visible=False, elem_id="front-choice")
                 best_plot = gr.Plot(figures.empty_figure("The best tree appears here", 300), label="Best tree", elem_id="best-tree-plot")
                 with gr.Row():
                     use_button = gr.Button("Use in Explore", elem_id="use-in-explore")
@@ -238,12 +395,20 @@ def build_optimise_tab(store: ModelStore, key_state: gr.State, accuracy_state: g
                 export_note = gr.Markdown(label="exports", elem_id="export-note")
                 with gr.Row():
                     history_plot = gr.Plot(label="history", elem_id="history-plot")
-                    pareto_plot = gr.Plot(label="Pareto front", elem_id="pareto-plot")
+                    pareto_plot_out = gr.Plot(label="Pareto front", elem_id="pareto-plot")
                 curve_plot = gr.Plot(label="E(N)", elem_id="curve-plot")
                 comparison = gr.Dataframe(headers=COMPARISON_HEADERS, label="Comparison with the presets (same table and length model)", interactive=False, elem_id="preset-comparison")
-    run_button.click(optimise, inputs=[source, budget, objective, length_model, engine, trials, seed, warm_start, accuracy_state, profile_state],
-                     outputs=[summary, best_plot, history_plot, pareto_plot, curve_plot, comparison, best_state, export_note, *downloads], api_name="optimise", concurrency_id="heavy")
-    profile_button.click(measure_profile, inputs=[key_state], outputs=[profile_state, profile_plot, profile_note], api_name="latency_profile", concurrency_id="heavy")
-    table_upload.upload(upload_table, inputs=[table_upload], outputs=[accuracy_state, source, summary], api_name="optimise_upload_accuracy")
+    results = [summary, best_plot, history_plot, pareto_plot_out, curve_plot, comparison, best_state, export_note, *downloads]
+    search = run_button.click(optimise, inputs=[source, budget, objective, length_model, engine, trials, seed, warm_start, accuracy_state,
+                                                profile_state, key_state],
+                              outputs=[*results, front_choice, view_state, status], api_name="optimise", concurrency_id="heavy",
+                              show_progress_on=[status])
+    front_choice.input(pick_front, inputs=[front_choice, view_state], outputs=[*results, front_choice, status], api_name="pick_front",
+                       show_progress_on=[status])
+    profile_button.click(measure_profile, inputs=[key_state], outputs=[profile_state, profile_plot, profile_note_md], api_name="latency_profile", concurrency_id="heavy")
+    upload = table_upload.upload(upload_table, inputs=[table_upload], outputs=[accuracy_state, source, status], api_name="optimise_upload_accuracy",
+                                 show_progress_on=[status])
+    for event in (search, upload):
+        event.failure(last_good_note, inputs=[best_state], outputs=[status], api_visibility="private")
     use_event = use_button.click(use_in_explore, inputs=[best_state, key_state], outputs=[optimised_state, tabs, explore.tree_choice, use_note], api_name="use_in_explore")
     explore.refresh_mask(use_event)

@@ -7,8 +7,11 @@ from collections.abc import Sequence
 
 from medusa_core import Divergence, GenerationRecord, StepRecord
 
-from .figures import BASE_COLOUR, depth_colour
+from .acceptance import from_heads, from_lookup
+from .figures import BASE_COLOUR, LOOKUP_COLOUR, depth_colour
+from .runs import STOPPED
 
+END_MARK = "⏹"
 STEP_BACKGROUNDS = ("#fff1c1", "#d8eeff", "#e2f5d6", "#fde0e3", "#ebe2ff", "#ffe6cc")
 
 
@@ -16,23 +19,42 @@ def step_background(step_index: int) -> str:
     return STEP_BACKGROUNDS[step_index % len(STEP_BACKGROUNDS)]
 
 
-def token_source(position: int) -> str:
-    """Position 0 of a step's emitted tokens is the base model's root, position d is head d's."""
-    return "the base model" if position == 0 else f"head {position}"
+def token_source(position: int, source: str) -> str:
+    """Position 0 of a step's emitted tokens is the base model's root; a later one is head d's own
+    guess, or a token copied from the context by the lookup."""
+    if position == 0:
+        return "the base model"
+    if from_heads(source):
+        return f"head {position}" + (" (the context lookup copied it too)" if from_lookup(source) else "")
+    return "the context lookup"
 
 
-def step_spans(step_index: int, step: StepRecord) -> list[str]:
-    """One <span> per emitted token: background = step, underline colour = source."""
+def span_style(position: int, source: str) -> tuple[str, str]:
+    """CSS class and underline colour of an emitted token."""
+    if position == 0:
+        return "src-base", BASE_COLOUR
+    if from_heads(source):
+        return "src-head", depth_colour(position)
+    return "src-head src-lookup", LOOKUP_COLOUR
+
+
+def step_spans(step_index: int, step: StepRecord, special: frozenset[int] = frozenset()) -> list[str]:
+    """One <span> per emitted token: background = step, underline colour = source. Special tokens
+    (end of turn, end of text) show as a small end mark, not as '<|im_end|>'."""
     spans = []
     for position, token_id in enumerate(step.emitted):
         node = step.nodes[step.accepted[position]]
-        source = "src-base" if position == 0 else "src-head"
-        colour = BASE_COLOUR if position == 0 else depth_colour(position)
-        rank = "" if position == 0 else f", rank {node.rank}"
-        title = f"step {step_index + 1}: token {token_id} from {token_source(position)}{rank}"
+        source, colour = span_style(position, node.source)
+        rank = f", rank {node.rank}" if position and from_heads(node.source) else ""
+        title = f"step {step_index + 1}: token {token_id} from {token_source(position, node.source)}{rank}"
+        shown = html.escape(node.text)
+        if token_id in special:
+            source += " special"
+            title += " (a special token: the answer ends here)"
+            shown = END_MARK
         spans.append(
             f'<span class="tok {source}" data-step="{step_index + 1}" title="{html.escape(title)}" '
-            f'style="background:{step_background(step_index)};--head-colour:{colour}">{html.escape(node.text)}</span>'
+            f'style="background:{step_background(step_index)};--head-colour:{colour}">{shown}</span>'
         )
     return spans
 
@@ -40,9 +62,10 @@ def step_spans(step_index: int, step: StepRecord) -> list[str]:
 def legend_html(num_heads: int) -> str:
     sources = [f'<span style="border-bottom:3px solid {BASE_COLOUR}">base model</span>'] + [
         f'<span style="border-bottom:3px solid {depth_colour(h)};font-weight:600">head {h}</span>' for h in range(1, num_heads + 1)
-    ]
+    ] + [f'<span style="border-bottom:3px solid {LOOKUP_COLOUR};font-weight:600">context lookup</span>']
     steps = "".join(f'<span style="background:{c}">&nbsp;</span>' for c in STEP_BACKGROUNDS[:4])
-    return f'<div class="medusa-legend">background: one colour per step {steps} · underline: {" ".join(sources)}</div>'
+    return (f'<div class="medusa-legend">background: one colour per step {steps} · underline: {" ".join(sources)}'
+            f' · {END_MARK} end of the answer</div>')
 
 
 def text_html(spans: Sequence[str], num_heads: int) -> str:
@@ -76,8 +99,21 @@ def acceptance_by_depth(steps: Sequence[StepRecord]) -> str:
     return "accepted past depth " + " · ".join(f"{d}: {100 * share:.0f}%" for d, share in enumerate(shares, start=1))
 
 
-def stats_html(record: GenerationRecord, num_nodes: int) -> str:
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
+def stop_text(record: GenerationRecord) -> str:
+    if record.stop_reason == STOPPED:
+        return f"step {record.num_steps} (Stop)"
+    return record.stop_reason.replace("_", " ")
+
+
+def stats_html(record: GenerationRecord, num_nodes: int, extra_note: str = "") -> str:
     mode = record.settings.get("mode", "greedy")
+    note = acceptance_by_depth(record.steps) + " of the steps."
+    if record.stop_reason == STOPPED:
+        note = f"Stopped at step {record.num_steps}: everything shown is this run's part before Stop. " + note
     return stat_cards([
         ("mode", {"exact": "exact sampling", "typical": "typical (Medusa)"}.get(mode, mode)),
         ("tokens / step", f"{record.tokens_per_step:.2f}"),
@@ -86,16 +122,16 @@ def stats_html(record: GenerationRecord, num_nodes: int) -> str:
         ("steps", str(record.num_steps)),
         ("seconds", f"{record.seconds:.2f}"),
         ("tree nodes", str(num_nodes) + lookup_suffix(record.settings.get("lookup_tokens", 0))),
-        ("stopped at", record.stop_reason.replace("_", " ")),
+        ("stopped at", stop_text(record)),
         ("device", f"{record.device} {record.dtype}"),
-    ], acceptance_by_depth(record.steps) + " of the steps.")
+    ], note + (" " + extra_note if extra_note else ""))
 
 
 def step_caption(step_index: int, step: StepRecord, total: int) -> str:
     accepted_text = "".join(step.nodes[i].text for i in step.accepted[1:])
-    copied = any("lookup" in step.nodes[i].source for i in step.accepted[1:])
+    copied = any(not from_heads(step.nodes[i].source) for i in step.accepted[1:])
     caption = (
-        f"**Step {step_index + 1} of {total}**: {len(step.nodes)} candidate tokens verified in one pass, "
+        f"**Step {step_index + 1} of {total}**: {plural(len(step.nodes), 'candidate token')} verified in one pass, "
         f"{step.accepted_length} accepted from the {'context lookup' if copied else 'heads'} ({html.escape(repr(accepted_text))}), "
         f"{len(step.emitted)} emitted · {step.seconds * 1000:.0f} ms"
     )

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy ke
 
 PUBLIC_ENDPOINTS = {
     "/load_model", "/generate", "/show_step", "/tree_mask", "/upload_tree", "/accuracy_table", "/calibrate",
-    "/upload_accuracy", "/optimise", "/latency_profile", "/optimise_upload_accuracy", "/use_in_explore",
+    "/upload_accuracy", "/optimise", "/latency_profile", "/optimise_upload_accuracy", "/use_in_explore", "/stop", "/pick_front",
 }
 TOKENS = 6
 
@@ -142,7 +142,7 @@ def test_uploaded_tree_is_validated_then_used(client, tmp_path):
     record = record_of(run(client, "Hi", tree_choice="uploaded"))
     assert record["tree"] == [[0], [1], [0, 0]]
     choice, info = client.predict(upload(tmp_path, "trtllm.txt", '--medusa_choices="[[0], [0, 0]]"'), api_name="/upload_tree")
-    assert "trtllm format" in info and "2 nodes" in info
+    assert "TensorRT-LLM" in info and "2 nodes" in info
 
 
 def test_tree_mask_of_a_preset(client):
@@ -186,23 +186,23 @@ def test_accuracy_upload_validation(client, tmp_path):
     with pytest.raises(AppError, match="sums to"):
         client.predict(upload(tmp_path, "acc.json", json.dumps(bad)), False, api_name="/upload_accuracy")
     good = {"format": "medusa-accuracy/1", "top_k": 2, "acc": [[0.6, 0.2], [0.4, 0.1]]}
-    plot, info, source = client.predict(upload(tmp_path, "acc.json", json.dumps(good)), False, api_name="/upload_accuracy")
+    plot, info, source, note = client.predict(upload(tmp_path, "acc.json", json.dumps(good)), False, api_name="/upload_accuracy")
     assert value(source) == "session" and "2 heads" in info
 
 
 def test_calibrate_on_an_uploaded_prompt_file(client, tmp_path):
     prompts = upload(tmp_path, "prompts.txt", "Say yes.\n\nCount to three.\n")
-    plot, info, source, table_file = client.predict("uploaded", prompts, 2, 8, 5, api_name="/calibrate")
+    plot, info, source, table_file, note = client.predict("uploaded", prompts, 2, 8, 5, api_name="/calibrate")
     table = json.loads(Path(value(table_file)).read_text())
     assert table["format"] == "medusa-accuracy/1" and table["top_k"] == 5 and table["samples"] > 0
     assert value(source) == "session" and "calibrated on 2 prompts" in info
 
 
 def test_optimise_exports_and_use_in_explore(client):
-    summary, best, history, pareto, curve, comparison, export_note, *downloads = client.predict(
+    summary, best, history, pareto, curve, comparison, export_note, *downloads, front, status = client.predict(
         source="reference:vicuna-7b", budget=8, objective="length-vs-nodes", trials=20, api_name="/optimise"
     )
-    assert "Best tree" in summary and "exact optimum" in summary
+    assert "Tree on the Pareto front" in summary and "exact optimum" in summary
     assert {row[0] for row in comparison["data"]} >= {"best found", "exact optimum", "mc_sim_7b_63"}
     assert any(t.get("name") == "Pareto front" for t in plot_traces(pareto))
     assert any(t.get("name") == "exact optimum E(N)" for t in plot_traces(curve))
@@ -244,7 +244,7 @@ def test_uploads_over_the_size_limit_are_refused(client, tmp_path):
 
 
 def test_vllm_constraint_gives_a_tree_vllm_can_take(client):
-    *_, export_note, json_file, medusa, trtllm, vllm, sglang = client.predict(
+    *_, export_note, json_file, medusa, trtllm, vllm, sglang, front, status = client.predict(
         source="reference:vicuna-7b", budget=10, engine="vllm", trials=10, api_name="/optimise"
     )
     assert export_note == ""

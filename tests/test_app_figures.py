@@ -10,7 +10,8 @@ pytest.importorskip("gradio")
 from app import figures
 from app.explore import tree_format
 from app.exports import EXPORTS
-from app.text import comparison_html, step_spans
+from app.acceptance import acceptance
+from app.text import END_MARK, comparison_html, step_caption, step_spans
 from medusa_core import GenerationRecord, Node, StepRecord, build_tree_buffers, preset_tree
 from optimizer import FORMATS, export_tree
 
@@ -74,10 +75,67 @@ def test_mask_figure_is_the_ancestor_mask():
     assert list(fig.data[0].x) == ["root", "0", "1", "0·0", "0·1", "1·0", "1·1"]
 
 
-def test_per_head_acceptance_and_stats_figure():
-    assert figures.per_head_acceptance([0, 1, 2, 2], 3) == [0.75, 0.5, 0.0]
-    fig = figures.stats_figure([0, 1, 2, 2], 3)
-    assert list(fig.data[0].y) == [1, 1, 2, 0]
+def lookup_step(accepted_sources: list[str]) -> StepRecord:
+    """A depth-1 heads' tree ([0], [1]) plus a 3-token lookup chain; the accepted path's sources given."""
+    sources = ["root", "heads", "heads", "lookup", "lookup", "lookup"]
+    parents = [-1, 0, 0, 0, 3, 4]
+    depths = [0, 1, 1, 1, 2, 3]
+    if accepted_sources and accepted_sources[0] == "heads+lookup":
+        sources[1] = "heads+lookup"
+    nodes = [Node(100 + i, f"t{i}", d, 0, 0.5, p, src) for i, (d, p, src) in enumerate(zip(depths, parents, sources))]
+    path = {(): [0], ("heads",): [0, 1], ("heads+lookup",): [0, 1], ("lookup", "lookup", "lookup"): [0, 3, 4, 5]}
+    accepted = path[tuple(accepted_sources)]
+    return StepRecord(nodes, accepted, [nodes[i].token_id for i in accepted], 0.01)
+
+
+def test_copied_tokens_are_the_lookups_and_heads_outside_the_tree_are_not_in_it():
+    steps = [lookup_step(["lookup"] * 3), lookup_step(["heads"]), lookup_step([]), lookup_step(["heads+lookup"])]
+    credit = acceptance(steps, tree_depth=1, num_heads=4, lookup_on=True)
+    assert credit.heads == (0.5, None, None, None)  # head 1's own guess on 2 of 4 steps; heads 2-4 have no node
+    assert credit.lookup == 0.5  # the copied chain and the token both drafters proposed
+    fig = figures.stats_figure([len(s.accepted) - 1 for s in steps], credit)
+    bars = fig.data[1]
+    assert list(bars.x) == ["head 1", "head 2", "head 3", "head 4", "context lookup"]
+    assert list(bars.text) == ["50%", "not in tree", "not in tree", "not in tree", "50%"]
+    assert list(fig.data[0].y) == [1, 2, 0, 1, 0]  # steps emitting 1..5 tokens: 1, 2, 4 and 2
+    assert acceptance(steps, 1, 4, lookup_on=False).lookup is None
+
+
+def test_copied_tokens_in_the_text_are_underlined_as_the_lookup():
+    spans = step_spans(0, lookup_step(["lookup"] * 3))
+    assert "the context lookup" in spans[1] and "head 1" not in spans[1] and "src-lookup" in spans[1]
+    assert "head 1" in step_spans(0, lookup_step(["heads"]))[1]
+
+
+def test_end_of_text_tokens_show_as_an_end_mark():
+    step = lookup_step(["heads"])
+    spans = step_spans(0, step, special=frozenset({step.emitted[-1]}))
+    assert spans[-1].endswith(f">{END_MARK}</span>") and "t1" not in spans[-1]
+
+
+def test_one_candidate_token_is_singular_in_the_caption():
+    assert "1 candidate token verified" in step_caption(0, step_of([], accepted=[0]), 1)
+    assert "3 candidate tokens verified" in step_caption(0, step_of([(0,), (1,)], accepted=[0]), 1)
+
+
+def test_lookup_nodes_keep_their_red_group_when_coloured_by_probability():
+    step = lookup_step(["lookup"] * 3)
+    fig = figures.tree_figure(figures.step_tree_view(step.nodes, step.accepted), "probability")
+    groups = {t.name: t for t in fig.data if t.mode == "markers+text"}
+    assert set(groups) == {"nodes", "context lookup"}
+    assert len(groups["nodes"].marker.color) == 3  # the root and the heads' two nodes, on the p scale
+    assert groups["context lookup"].marker.color == figures.LOOKUP_COLOUR
+
+
+def test_tree_labels_are_not_clipped_covered_or_under_the_legend():
+    step = lookup_step(["lookup"] * 3)
+    fig = figures.tree_figure(figures.step_tree_view(step.nodes, step.accepted), "depth", "Step 1")
+    names = [t.name for t in fig.data]
+    ring = names.index("accepted path")
+    assert all(ring < i for i, t in enumerate(fig.data) if t.mode == "markers+text")  # labels drawn over the ring
+    assert fig.data[ring].marker.size <= 16 + figures.RING_EXTRA
+    assert all(t.cliponaxis is False for t in fig.data if t.mode == "markers+text")
+    assert fig.layout.legend.y < 0 and fig.layout.legend.yanchor == "top"  # under the plot, not on the title
 
 
 def test_pareto_front_keeps_only_undominated_points():

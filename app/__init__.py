@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from .batch_tab import build_batch_tab
 from .explore import build_explore_tab
 from .heads_tab import build_heads_tab
 from .model_box import build_model_box, make_status
@@ -37,6 +38,7 @@ def build_app(medusa_loader: Loader | None = None, store: ModelStore | None = No
             explore = build_explore_tab(store, key_state, optimised_state, profile_state)
             heads = build_heads_tab(store, key_state, accuracy_state)
             build_optimise_tab(store, key_state, accuracy_state, optimised_state, profile_state, explore, tabs)
+            build_batch_tab(store, key_state)
         model_status, require_model = make_status(store)
         page_load = demo.load(model_status, inputs=[key_state], outputs=[model_box.status], api_visibility="private")
         model_ready = page_load.then(require_model, inputs=[key_state], api_visibility="private")

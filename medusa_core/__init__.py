@@ -18,6 +18,7 @@ _EXPORTS = {
     "generate": "engine.loop",
     "generate_batch": "engine.loop",
     "stream_generation": "engine.loop",
+    "stream_rows": "engine.loop",
     "Divergence": "engine.precision",
     "first_divergence": "engine.precision",
     "resolve_device": "modeling.device",

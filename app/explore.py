@@ -482,6 +482,7 @@ def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: g
     # .input, not .change: an upload or 'Use in Explore' sets the choice and redraws the mask itself, once.
     tree_choice.input(tree_mask, inputs=mask_inputs, outputs=[mask_plot, tree_info], api_name="tree_mask")
     lookup.input(tree_mask, inputs=mask_inputs, outputs=[mask_plot, tree_info], api_visibility="private")
+    # Status on the button: a refused file must leave the tree choice and its summary as they were (no error overlay).
     tree_file.upload(make_upload_tree(store), inputs=[tree_file, key_state], outputs=[uploaded_state, tree_choice, tree_info],
-                     api_name="upload_tree").success(tree_mask, inputs=mask_inputs, outputs=[mask_plot, tree_info], api_visibility="private")
+                     api_name="upload_tree", show_progress_on=[tree_file]).success(tree_mask, inputs=mask_inputs, outputs=[mask_plot, tree_info], api_visibility="private")
     return ExploreTab(tree_choice, tree_info, mask_plot, tree_mask, mask_inputs)

@@ -406,6 +406,26 @@ def make_upload_tree(store: ModelStore):
     return upload_tree
 
 
+SETTINGS_HELP = """
+- **greedy (lossless)**: each step keeps the longest path of the tree whose every token is the model's own top choice;
+  the output is exactly what plain greedy decoding writes, only in fewer passes.
+- **exact sampling**: at each node the walk reaches, one token is drawn from the model's distribution (temperature, then
+  top-p); if a child carries it the walk moves on, otherwise the drawn token is the step's last. The output is
+  distributed exactly as token-by-token sampling.
+- **typical (Medusa)**: a candidate token x is accepted when the model gives it probability
+  p(x) > min(ε, δ · exp(−H)), H being the entropy of the model's distribution there. Raising the **threshold ε** or the
+  **alpha δ** accepts fewer guesses (closer to the model's own choices); lowering them accepts more (faster, further
+  from the model). Lossy by design; Medusa's defaults are ε = 0.09, δ = 0.3.
+- **temperature** flattens (> 1) or sharpens (< 1) the model's distribution before sampling; **top-p** keeps the
+  smallest set of likeliest tokens whose probabilities add up to p.
+- **context lookup**: each step also verifies, under the root, up to N tokens copied from what followed the latest
+  earlier occurrence of the last 2-3 tokens (the n-grams) in the prompt or the answer so far. Copied nodes are red;
+  greedy decoding stays lossless because the model still checks every copied token.
+- **node colour: probability**: a head's node is coloured by the probability its head gave that token (0 dark violet,
+  1 yellow); the root by the model's own probability. Copied nodes stay red: they have no head probability.
+- **seed**: a whole number; the same seed and settings give the same sampled output.
+"""
+
 PROMPT_LENGTH_JS = f"""(text) => {{
   const n = (text || "").trim().length;
   return n > {MAX_PROMPT_CHARS}
@@ -447,6 +467,8 @@ def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: g
                 top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top-p (exact sampling)")
                 threshold = gr.Slider(0.01, 1.0, value=0.09, step=0.01, label="posterior threshold ε (typical)")
                 alpha = gr.Slider(0.01, 1.0, value=0.3, step=0.01, label="posterior alpha δ (typical)")
+            with gr.Accordion("What do these settings mean?", open=False, elem_id="settings-help"):
+                gr.Markdown(SETTINGS_HELP)
         output = gr.HTML(text_html([], 4), label="Output", elem_id="output-text")
         with gr.Row():
             with gr.Column(scale=3):

@@ -146,7 +146,10 @@ def make_measure(store: ModelStore):
             lookup = medusa.default_lookup if lookup_on else None
             rows = (prompts * max(batch_sizes))[: max(batch_sizes)]  # enough prompts for the biggest batch
             ids = encode_prompts(medusa.base, rows, MEASURE_TOKENS, 16)
-            methods = [Method("hf-greedy", HF_GREEDY), Method("medusa-default", MEDUSA, tree=medusa.default_tree, lookup=lookup)]
+            methods = [
+                Method("hf-greedy", HF_GREEDY),
+                Method("medusa-default", MEDUSA, tree=medusa.default_tree, lookup=lookup),
+            ]
             config = BenchConfig(max_new_tokens=MEASURE_TOKENS, warmup_tokens=4)
 
             def report(stage: str, done: int, total: int) -> None:
@@ -169,7 +172,8 @@ def build_batch_tab(store: ModelStore, key_state: gr.State) -> None:
                 prompts = gr.Textbox(label=f"Prompts, one per line (up to {MAX_ROWS})", value=EXAMPLE_PROMPTS, lines=5,
                                      elem_id="batch-prompts")
             with gr.Column(scale=1):
-                max_new_tokens = gr.Slider(1, 256, value=48, step=1, label="max new tokens", elem_id="batch-max-new-tokens")
+                max_new_tokens = gr.Slider(1, 256, value=48, step=1, label="max new tokens",
+                                           elem_id="batch-max-new-tokens")
                 lookup_on = gr.Checkbox(value=True, label="context lookup (the heads' default)", elem_id="batch-lookup")
                 run_button = gr.Button("Run batch", variant="primary", elem_id="batch-run")
         slider = gr.Slider(1, 2, value=1, step=1, label="step", interactive=False, elem_id="batch-step")
@@ -177,8 +181,9 @@ def build_batch_tab(store: ModelStore, key_state: gr.State) -> None:
         trees = gr.Plot(label="every row's tree at this step", elem_id="batch-trees")
         texts = gr.Markdown(elem_id="batch-texts")
         with gr.Accordion("Throughput against batch size on this device", open=False):
-            gr.Markdown(f"Batched plain greedy (`model.generate`, left padding) against batched Medusa with the heads' "
-                        f"default tree, {MEASURE_TOKENS} new tokens a row, on the prompts above (repeated to fill the batch).")
+            gr.Markdown(f"Batched plain greedy (`model.generate`, left padding) against batched Medusa with the "
+                        f"heads' default tree, {MEASURE_TOKENS} new tokens a row, on the prompts above (repeated to "
+                        "fill the batch).")
             with gr.Row():
                 sizes = gr.CheckboxGroup(list(MEASURE_BATCH_SIZES), value=["1", "2", "4"], label="batch sizes",
                                          elem_id="batch-sizes")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks in one short run: the CUDA tests, the lossless suite in fp32 and bf16 on the
-# device, and a short benchmark of the default model in each dtype. Results go to $OUT (default
+# device, a short benchmark of the default model in each dtype, and the batched benchmark. Results go to $OUT (default
 # out/gpu-check). DEVICE=cpu runs the same steps on the CPU (how the tests check this script);
 # PROMPTS and TOKENS shorten the benchmark.
 set -euo pipefail
@@ -20,3 +20,8 @@ for dtype in float32 bfloat16; do
     --out "$OUT/bench-$DEVICE-$dtype.json" --markdown "$OUT/bench-$DEVICE-$dtype.md" > "$OUT/bench-$DEVICE-$dtype.log" 2>&1
   tail -n 20 "$OUT/bench-$DEVICE-$dtype.md"
 done
+"$py" -m medusa_core bench --device "$DEVICE" --prompts data/prompts/sharegpt-test.txt --num-prompts "$PROMPTS" \
+  --max-new-tokens "$TOKENS" --warmup-tokens 8 --batch-sizes "${BATCH_SIZES:-1,2,4,8,16}" \
+  --tree length=heads/smollm2-135m-instruct/tree-length.json \
+  --out "$OUT/batch-$DEVICE.json" --markdown "$OUT/batch-$DEVICE.md" > "$OUT/batch-$DEVICE.log" 2>&1
+tail -n 12 "$OUT/batch-$DEVICE.md"

@@ -61,7 +61,10 @@ def test_a_batch_of_one_is_the_single_prompt_decoder():
     [batched] = generate_batch(medusa, [""], full_tree(3, 3), config, prompt_ids=[[4, 4, 2, 9]])
     assert batched.tokens == single.tokens
     assert [s.accepted for s in batched.steps] == [s.accepted for s in single.steps]
-    assert [[n.token_id for n in s.nodes] for s in batched.steps] == [[n.token_id for n in s.nodes] for s in single.steps]
+    def node_tokens(record):
+        return [[n.token_id for n in s.nodes] for s in record.steps]
+
+    assert node_tokens(batched) == node_tokens(single)
 
 
 @pytest.mark.parametrize("mode", ["typical", "exact"])
@@ -75,7 +78,8 @@ def test_sampled_rows_equal_their_own_runs_with_the_same_seeds(mode):
     rows = [[3, 1, 4], [1, 5, 9, 2, 6], [5]]
     batched = generate_batch(medusa, [""] * 3, full_tree(2, 3), config, prompt_ids=rows, seeds=[7, 8, 9])
     for prompt, seed, record in zip(rows, [7, 8, 9], batched):
-        alone = generate(medusa, "", full_tree(2, 3), DecodeConfig(24, trace_text=False, seed=seed, **kind), prompt_ids=prompt)
+        own = DecodeConfig(24, trace_text=False, seed=seed, **kind)
+        alone = generate(medusa, "", full_tree(2, 3), own, prompt_ids=prompt)
         assert record.tokens == alone.tokens
     assert len({tuple(r.tokens) for r in generate_batch(medusa, [""] * 3, full_tree(2, 3), config, prompt_ids=[[5]] * 3,
                                                        seeds=[1, 2, 3])}) > 1

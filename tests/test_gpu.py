@@ -1,12 +1,13 @@
 """CUDA checks (skipped without a GPU): lossless greedy on every family in fp32, near-tie-only
-differences in bf16, and at most two host round trips per greedy step on the device."""
+differences in bf16, batches lossless per row, and at most two host round trips per greedy step on
+the device."""
 
 import warnings
 
 import pytest
 import torch
 
-from medusa_core.engine.loop import DecodeConfig, generate
+from medusa_core.engine.loop import DecodeConfig, generate, generate_batch
 from medusa_core.engine.precision import first_divergence
 from medusa_core.modeling.models import BaseModel, MedusaModel
 from medusa_core.spec.lookup import LookupConfig
@@ -42,6 +43,15 @@ def test_cuda_fp32_is_lossless(arch, lookup):
         for tree in (chain_tree(4), full_tree(2, 3), preset_tree("mc_sim_7b_63")):
             record = generate(medusa, "", tree, DecodeConfig(40, lookup=lookup), prompt_ids=prompt)
             assert record.tokens == reference, (arch, tree)
+
+
+@pytest.mark.parametrize("arch", ALL_ARCHS)
+def test_cuda_fp32_batches_are_lossless_per_row(arch):
+    medusa = on_cuda(arch, torch.float32)
+    rows = [p[: 3 + i] for i, p in enumerate(prompts(6))]  # lengths 3..8
+    for tree in (full_tree(2, 3), preset_tree("mc_sim_7b_63")):
+        records = generate_batch(medusa, [""] * len(rows), tree, DecodeConfig(32, lookup=LookupConfig(6, 3, 1)), prompt_ids=rows)
+        assert [r.tokens for r in records] == [plain_greedy(medusa, p, 32) for p in rows], (arch, tree)
 
 
 @pytest.mark.parametrize("arch", ALL_ARCHS)

@@ -19,7 +19,9 @@ from typing import Sequence
 import torch
 
 from medusa_core.bench.methods import HF_GREEDY, MEDUSA, Method, hf_kwargs, timed
-from medusa_core.bench.runner import BASELINE, BenchConfig, BenchResult, MethodResult, Progress, machine_info, repo_relative, spread
+from medusa_core.bench.runner import (
+    BASELINE, BenchConfig, BenchResult, MethodResult, Progress, machine_info, repo_relative, spread,
+)
 from medusa_core.engine.loop import DecodeConfig, generate_batch
 from medusa_core.engine.precision import first_mismatch
 from medusa_core.modeling.models import BaseModel, MedusaModel
@@ -118,7 +120,8 @@ def summarise_batch(
 ) -> MethodResult:
     """A method's figures at one batch size; `reference` is each prompt decoded alone by hf-greedy."""
     result = MethodResult(
-        method.name, method.kind, method.tree_nodes, [list(p) for p in method.tree] if method.tree is not None else None,
+        method.name, method.kind, method.tree_nodes,
+        [list(p) for p in method.tree] if method.tree is not None else None,
         list(method.aliases), method.draft_tokens, method.lookup.tokens if method.lookup else 0,
     )
     result.batch_size = size

@@ -110,10 +110,7 @@ def batch_table(result: dict) -> str:
     ]
     for size in sizes:
         entries = [cell.get((name, size)) for name in methods]
-        figures = [
-            "–" if m is None else _f(m["throughput"]) + ("" if m["kind"] == "hf-greedy" else f" ({_f(m['throughput_speedup'], 2, 'x')})")
-            for m in entries
-        ]
+        figures = ["–" if m is None else _f(m["throughput"]) + _over_greedy(m) for m in entries]
         per_step = " / ".join(_f(m["tokens_per_step"], 2) for m in entries if m)
         latency = " / ".join(_f(m["row_seconds_median"], 2) for m in entries if m)
         same = " / ".join(_f(100 * m["identical_fraction"], 0, "%") for m in entries if m)
@@ -123,5 +120,10 @@ def batch_table(result: dict) -> str:
               "share of rows identical to hf-greedy on the prompt alone are listed in the columns' order."]
     for name in methods[1:]:
         losing = [s for s in sizes if (name, s) in cell and (cell[(name, s)]["throughput_speedup"] or 0) <= 1]
-        lines.append(f"- {name}: " + (f"stops paying at batch {losing[0]}." if losing else "pays at every batch size measured."))
+        verdict = f"stops paying at batch {losing[0]}." if losing else "pays at every batch size measured."
+        lines.append(f"- {name}: {verdict}")
     return "\n".join(lines) + "\n"
+
+
+def _over_greedy(m: dict) -> str:
+    return "" if m["kind"] == "hf-greedy" else f" ({_f(m['throughput_speedup'], 2, 'x')})"

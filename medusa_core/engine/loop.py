@@ -12,6 +12,7 @@ import time
 from typing import Iterator, Sequence
 
 import torch
+from transformers import DynamicCache
 
 from medusa_core.engine.buffers import TreeBuffers
 from medusa_core.engine.config import DecodeConfig
@@ -132,7 +133,8 @@ def stream_rows(
         row.state = state
     step_start = start
     while rows:
-        rows = leave(cache, rows, done, [r for r in rows if r.state.prefix_len + decoding.max_depth + 1 > base.context_length], "context")
+        full = [r for r in rows if r.state.prefix_len + decoding.max_depth + 1 > base.context_length]
+        rows = leave(cache, rows, done, full, "context")
         if not rows:
             break
         result = decoding.step(cache, rows)
@@ -157,7 +159,7 @@ def stream_rows(
     yield [finish(medusa, row, paths, config) for row in sorted(done, key=lambda r: r.index)]
 
 
-def leave(cache, rows: list[Row], done: list[Row], leaving: list[Row], reason: str | None) -> list[Row]:
+def leave(cache: DynamicCache, rows: list[Row], done: list[Row], leaving: list[Row], reason: str | None) -> list[Row]:
     """Drop the leaving rows from the batch and its cache; the cache is cut to its longest row."""
     if not leaving:
         return rows

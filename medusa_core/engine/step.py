@@ -206,7 +206,8 @@ class Decoding:
         """Each row's next root and its probability [B] (device)."""
         device = self.medusa.base.device
         if drawn is not None:
-            return torch.tensor([t for t, _ in drawn], device=device), torch.tensor([p for _, p in drawn], device=device)
+            tokens, probs = zip(*drawn)
+            return torch.tensor(tokens, device=device), torch.tensor(probs, device=device)
         if self.config.mode == "greedy":
             tokens = root_logits.argmax(dim=-1)  # [B]
             probs = torch.softmax(root_logits.float(), dim=-1)  # [B, V]
@@ -226,24 +227,26 @@ class Decoding:
         width = max(len(t.tokens) for t in trees)
         device = self.medusa.base.device
         padding = [[t.tokens[0]] * (width - len(t.tokens)) for t in trees]
-        node_tokens = torch.tensor([list(t.tokens) + pad for t, pad in zip(trees, padding)], device=device)  # [B, W]
+        node_tokens = torch.tensor(
+            [list(t.tokens) + pad for t, pad in zip(trees, padding)], device=device
+        )  # [B, W]
         padded = [self.layouts.padded(t.parents, width) for t in trees]
         depth = torch.stack([d for d, _ in padded])  # [B, W]
         ancestors = torch.stack([a for _, a in padded])  # [B, W, W]
         lengths = [row.state.prefix_len for row in rows]
         hidden = verify_rows(self.medusa.base.model, cache, node_tokens, depth, ancestors, lengths)  # [B, W, d]
         # Big trees' leaves are rarely needed: project only the nodes with children.
-        internal = final_logits(self.medusa.base.model, torch.cat([hidden[b, lay.internal] for b, lay in enumerate(layouts)]))
+        internal_hidden = torch.cat([hidden[b, lay.internal] for b, lay in enumerate(layouts)])  # [sum I_b, d]
+        internal = final_logits(self.medusa.base.model, internal_hidden)
         per_row = list(internal.split([int(lay.internal.shape[0]) for lay in layouts]))  # [I_b, V] each
         if self.config.sampling is not None:
             return self.accept_exact(hidden, trees, layouts, per_row, rows)
-        if self.config.typical is None:
-            found = [accept_greedy(node_tokens[b, : len(t.tokens)], per_row[b], lay) for b, (t, lay) in enumerate(zip(trees, layouts))]
-        else:
-            found = [
-                accept_typical(node_tokens[b, : len(t.tokens)], per_row[b], lay, self.config.typical)
-                for b, (t, lay) in enumerate(zip(trees, layouts))
-            ]
+        typical = self.config.typical
+        found = [
+            accept_greedy(node_tokens[b, : len(t.tokens)], per_row[b], lay) if typical is None
+            else accept_typical(node_tokens[b, : len(t.tokens)], per_row[b], lay, typical)
+            for b, (t, lay) in enumerate(zip(trees, layouts))
+        ]
         host = to_host(*[x for path_length in found for x in path_length])
         accepted = [[int(i) for i in host[2 * b][: int(host[2 * b + 1][0])]] for b in range(len(rows))]
         root_logits = self.root_logits(hidden, per_row, layouts, accepted)

@@ -22,6 +22,7 @@ _EXPORTS = {
     "Divergence": "engine.precision",
     "first_divergence": "engine.precision",
     "resolve_device": "modeling.device",
+    "DefaultModelError": "modeling.default_model",
     "resolve_dtype": "modeling.device",
     "HeadsConfig": "modeling.heads",
     "MedusaHeads": "modeling.heads",

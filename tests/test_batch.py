@@ -103,3 +103,20 @@ def test_bad_batches_are_refused():
         generate_batch(medusa, [], None, DecodeConfig(4))
     with pytest.raises(ValueError, match="2 seeds for 1 prompts"):
         generate_batch(medusa, [""], None, DecodeConfig(4), prompt_ids=[[1]], seeds=[1, 2])
+
+
+def test_steps_record_the_heads_lists_they_drafted_from():
+    """The next step's root is the model's own choice after a step's accepted path; the step's
+    heads' lists say whether the head had it and at which rank (the app's "why rejected")."""
+    base = tiny_base("llama")
+    medusa = medusa_of(base, random_heads(4, 3))
+    record = generate(medusa, "", full_tree(3, 2), DecodeConfig(20, trace_text=False), prompt_ids=[1, 2, 3])
+    for step, following in zip(record.steps, record.steps[1:]):
+        assert len(step.head_topk) == 2 and all(len(row) == 3 for row in step.head_topk)
+        depth = len(step.accepted) - 1
+        heads_nodes = [n.token_id for n in step.nodes if n.depth == 1]
+        assert heads_nodes == step.head_topk[0]  # depth 1 of a full tree is head 0's whole list
+        if depth < 2:  # the model's choice after the path: a rank in head `depth`'s list or none
+            choice = following.nodes[0].token_id
+            children = [n.token_id for n in step.nodes if n.parent == step.accepted[-1]]
+            assert choice not in children

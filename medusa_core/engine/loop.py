@@ -142,13 +142,14 @@ def stream_rows(
         now = time.perf_counter()  # the transfers above waited for the device: no sync needed
         batch_step: BatchStep = {}
         for b, row in enumerate(rows):
+            drafted_from = row.state.head_tokens
             tokens = [result.trees[b].tokens[i] for i in result.accepted[b]]
             row.in_cache.extend(tokens)
             emitted, row.stop = stop_in(tokens, base.eos_token_ids, config.max_new_tokens - len(row.out))
             row.out.extend(emitted)
             row.state = result.next_states[b]
             nodes = trace_nodes(medusa, result.trees[b], result.layouts[b], config.trace_text)
-            step = StepRecord(nodes, result.accepted[b], emitted, now - step_start, result.drawn[b])
+            step = StepRecord(nodes, result.accepted[b], emitted, now - step_start, result.drawn[b], drafted_from)
             row.steps.append(step)
             row.seconds = now - start
             batch_step[row.index] = step

@@ -27,6 +27,10 @@ class StepRecord:
     # exact sampling: the token drawn from the model at each visited node (the last one, which
     # matched no child, is the next step's root); None for greedy and typical acceptance
     drawn: list[int] | None = None
+    # the heads' top-k token ids [D][k] this step drafted from (head d proposes depth d + 1): with
+    # the next step's root (the model's own choice after the accepted path) it says whether that
+    # choice was in the head's list at all, and at which rank
+    head_topk: list[list[int]] | None = None
 
     @property
     def accepted_length(self) -> int:
@@ -51,7 +55,7 @@ class GenerationRecord:
     text: str
     steps: list[StepRecord]
     seconds: float
-    stop_reason: str  # "max_new_tokens" | "eos" | "context"
+    stop_reason: str  # "max_new_tokens" | "eos" | "context", or "stopped" (the app's Stop)
     format: str = field(default=GENERATION_FORMAT)
 
     @property

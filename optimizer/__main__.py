@@ -1,9 +1,10 @@
-"""Command line: ``python -m optimizer {search,exact,compare,export,profile} ...``."""
+"""Command line: ``python -m optimizer {search,exact,compare,export,profile,tune} ...``."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,10 +22,34 @@ from .exact import ExactOptimum, exact_optimum, speed_optimum
 from .expected_length import LENGTH_MODELS, LengthModelError, expected_length
 from .formats import FORMATS, export_tree
 from .profile import DEFAULT_SIZES, LatencyProfile, ProfileError, load_latency_profile, measure_latency_profile, save_latency_profile
-from .search import DEFAULT_STORAGE, OBJECTIVES, SearchConfig, SearchError, SearchProgress, objective_names, run_search
+from .measure import DecoderMeasurer, load_measurer
+from .search import (
+    DEFAULT_STORAGE,
+    OBJECTIVES,
+    SearchConfig,
+    SearchError,
+    SearchProgress,
+    objective_names,
+    open_storage,
+    run_search,
+)
+from .space import TreeSpace
+from .tune import (
+    MAX_LOOKUP_TOKENS,
+    TUNE_OBJECTIVES,
+    TuneConfig,
+    TuneError,
+    TuneInputs,
+    TuneProgress,
+    TuneResult,
+    TuneSpace,
+    read_tuning_prompts,
+    run_tune,
+    starting_setups,
+)
 
 DEFAULT_FORWARD_FACTORY = "medusa_core.bench.latency:make_tree_forward"
-USER_ERRORS = (AccuracyError, TreeError, EngineError, SearchError, ProfileError, LengthModelError)
+USER_ERRORS = (AccuracyError, TreeError, EngineError, SearchError, ProfileError, LengthModelError, TuneError)
 
 
 def _now() -> str:
@@ -140,7 +165,8 @@ def cmd_exact(args: argparse.Namespace) -> None:
     outs = profile_paths(args.out, batches) if args.out else [None] * len(profiles)
     for profile, out in zip(profiles, outs):
         optimum = _exact_for(args, table, profile)
-        batch = f", batch {profile.batch_size} ({profile.batch_size * optimum.value:.4g} tokens/s a batch)" if profile else ""
+        rows = profile.batch_size if profile else 1
+        batch = "" if profile is None else f", batch {rows} ({rows * optimum.value:.4g} tokens/s a batch)"
         print(f"exact optimum ({optimum.objective}, {optimum.model} model, engine {optimum.engine}{batch}): "
               f"{len(optimum.tree)} nodes, {optimum.expected_length:.4f} tokens/step, value {optimum.value:.6g}")
         if args.curve:
@@ -232,6 +258,103 @@ def cmd_profile(args: argparse.Namespace) -> None:
         print(f"wrote {out}")
 
 
+
+def _tune_progress(enabled: bool, total: int) -> tuple[Callable[[TuneProgress], None], Callable[[], None]]:
+    bar = tqdm(total=total, desc="tune", unit="trial", disable=not enabled, file=sys.stderr)
+
+    def update(progress: TuneProgress) -> None:
+        bar.n = progress.finished
+        if progress.best_tokens_per_second is not None:
+            bar.set_postfix(best=f"{progress.best_tokens_per_second:.2f} tok/s", refresh=False)
+        bar.refresh()
+
+    return update, bar.close
+
+
+def worker_argv(args: argparse.Namespace, index: int) -> list[str]:
+    """The command line of extra worker ``index`` (1-based): the same study, no output file, and
+    the next seed so that workers do not sample alike."""
+    argv = [sys.executable, "-m", "optimizer", "tune", "--prompts", args.prompts, "--trials", str(args.trials),
+            "--max-new-tokens", str(args.max_new_tokens), "--budget", str(args.budget), "--storage", args.storage,
+            "--objective", args.objective, "--top-k", str(args.top_k),
+            "--heartbeat", str(args.heartbeat), "--device", args.device, "--dtype", args.dtype,
+            "--workers", "1", "--no-progress"]
+    argv += ["--model", args.model] if args.model else []
+    argv += ["--heads", args.heads] if args.heads else []
+    argv += ["--study-name", args.study_name] if args.study_name else []  # else derived alike by every worker
+    argv += ["--num-prompts", str(args.num_prompts)] if args.num_prompts else []
+    argv += ["--seed", str(args.seed + index)] if args.seed is not None else []
+    return argv
+
+
+def _tune_inputs(args: argparse.Namespace, measurer: DecoderMeasurer, prompts: Sequence[str]) -> TuneInputs:
+    medusa = measurer.medusa
+    return TuneInputs(medusa.base.model_id, medusa.heads_name, tuple(prompts), args.max_new_tokens)
+
+
+def _print_tune(result: TuneResult, objective: str) -> None:
+    best = result.best
+    lookup = best.setup.lookup
+    print(f"study {result.study_name}: {result.finished} finished trials")
+    print(f"fastest setup (trial {best.number}, {best.worker}): {len(best.setup.tree)} nodes, lookup "
+          f"{f'{lookup.tokens} tokens, {lookup.min_ngram}-{lookup.max_ngram}-grams' if lookup else 'off'}: "
+          f"{best.tokens_per_second:.2f} tokens/s, {best.tokens_per_step:.3f} tokens/step")
+    if objective == "pareto":
+        print(f"Pareto front ({len(result.front)} setups): nodes, tokens/s, tokens/step, lookup tokens")
+        for point in result.front:
+            tokens = point.setup.lookup.tokens if point.setup.lookup else 0
+            print(f"  {len(point.setup.tree):4d}  {point.tokens_per_second:8.2f}  {point.tokens_per_step:6.3f}  {tokens:3d}")
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    """Measured tuning; with --workers W, W-1 more processes join the same study."""
+    config = TuneConfig(args.budget, args.trials, args.objective, args.storage, args.study_name, args.seed,
+                        args.heartbeat)
+    prompts = read_tuning_prompts(args.prompts, args.num_prompts)
+    if args.workers < 1:
+        raise TuneError(f"--workers must be >= 1, got {args.workers}")
+    open_storage(config.storage)  # an unreachable storage fails now, before the model loads
+    workers = [subprocess.Popen(worker_argv(args, i), stdout=subprocess.DEVNULL) for i in range(1, args.workers)]
+    measurer = load_measurer(args.model, args.heads, args.device, args.dtype, prompts, args.max_new_tokens,
+                             MAX_LOOKUP_TOKENS)
+    space = TuneSpace(TreeSpace(args.top_k, measurer.num_heads, config.budget, sized=True))
+    inputs = _tune_inputs(args, measurer, prompts)
+    update, close = _tune_progress(not args.no_progress, config.n_trials)
+    try:
+        result = run_tune(measurer, space, config, inputs, starting_setups(space, measurer.default_setup,
+                          measurer.medusa.heads_folder), progress=update)
+    finally:
+        close()
+    failed = [w.args for w in workers if w.wait() != 0]
+    if failed:
+        raise TuneError(f"{len(failed)} of the extra workers failed (their errors are above)")
+    _print_tune(result, args.objective)
+    if args.out:
+        best = result.best
+        meta = {
+            "source": "optimizer tune",
+            "objective": args.objective,
+            "measured_tokens_per_second": best.tokens_per_second,
+            "measured_tokens_per_step": best.tokens_per_step,
+            "prompts": args.prompts,
+            "prompts_count": len(prompts),
+            "max_new_tokens": args.max_new_tokens,
+            "machine": measurer.machine(),
+            "measured_by": best.worker,
+            "model": inputs.model,
+            "heads": inputs.heads,
+            "budget": args.budget,
+            "trials": result.finished,
+            "trial": best.number,
+            "study": result.study_name,
+            "created": _now(),
+        } | ({"pareto_front": [{"nodes": len(p.setup.tree), "tokens_per_second": p.tokens_per_second,
+                                "tokens_per_step": p.tokens_per_step, "trial": p.number} for p in result.front]}
+             if args.objective == "pareto" else {})
+        save_tree_file(args.out, best.setup.tree, measurer.num_heads, args.top_k, meta, best.setup.lookup)
+        print(f"wrote {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m optimizer", description="Medusa tree-topology optimiser")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -307,6 +430,30 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--no-progress", action="store_true")
     profile.add_argument("--out", required=True)
     profile.set_defaults(run=cmd_profile)
+
+    tune = commands.add_parser("tune", help="tune tree and context lookup by measuring the real decoder (Optuna)")
+    tune.add_argument("--model", help="base model id or folder (default: the embedded default model), or "
+                      "module:function returning a MedusaModel")
+    tune.add_argument("--heads", help="heads folder, Hub id or random (default: the shipped heads)")
+    tune.add_argument("--device", default="auto")
+    tune.add_argument("--dtype", default="auto")
+    tune.add_argument("--prompts", required=True, help="tuning prompts, one per line (the pruning steps)")
+    tune.add_argument("--num-prompts", type=int, help="use the first N prompts only")
+    tune.add_argument("--trials", type=int, default=50, help="finished trials the study should hold (all workers)")
+    tune.add_argument("--max-new-tokens", type=int, default=64, help="tokens decoded per prompt")
+    tune.add_argument("--budget", type=int, default=64, help="maximum tree nodes (root excluded)")
+    tune.add_argument("--top-k", type=int, default=10, help="largest rank + 1 a tree node may use")
+    tune.add_argument("--objective", default="speed", choices=TUNE_OBJECTIVES,
+                      help="speed: tokens/s; pareto: tokens/s vs tree nodes")
+    tune.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna RDB URL (SQLite file, postgresql://...)")
+    tune.add_argument("--study-name", help="default: derived from model, heads, prompts and settings")
+    tune.add_argument("--workers", type=int, default=1, help="worker processes on this machine (same study)")
+    tune.add_argument("--heartbeat", type=int, default=10,
+                      help="seconds between heartbeats; a trial silent for 3 is retried by another worker")
+    tune.add_argument("--seed", type=int, help="sampler seed (default: random; extra workers get SEED+1, ...)")
+    tune.add_argument("--no-progress", action="store_true")
+    tune.add_argument("--out", help="write the fastest setup here (tree file with its lookup and measured figures)")
+    tune.set_defaults(run=cmd_tune)
     return parser
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Literal, Sequence
 
@@ -141,17 +143,55 @@ def _study_settings(space: TreeSpace, config: SearchConfig, length_model: Length
     }
 
 
-def open_storage(url: str | None) -> optuna.storages.BaseStorage | None:
+def open_storage(url: str | None, heartbeat: int | None = None) -> optuna.storages.BaseStorage | None:
     """An Optuna RDB storage for the URL (None: in memory). SQLite files run in WAL mode with
     ``synchronous=NORMAL``: a commit no longer waits for the disk (each trial commits dozens of
-    times), yet a killed process loses nothing that was committed."""
+    times), yet a killed process loses nothing that was committed.
+
+    ``heartbeat`` (seconds): workers send heartbeats while a trial runs; a trial silent for three
+    of them is failed by the next worker that looks and retried (up to 3 times) with its parameters.
+    """
     if url is None:
         return None
-    storage = optuna.storages.RDBStorage(url)
+    kwargs: dict[str, Any] = {}
+    if heartbeat is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
+        kwargs = {"heartbeat_interval": heartbeat, "grace_period": 3 * heartbeat, "heartbeat_stale_trial_callback": retry}
+    storage = _connect(url, kwargs)
     if storage.engine.dialect.name == "sqlite":
         sqlalchemy.event.listen(storage.engine, "connect", _tune_sqlite)
         storage.engine.dispose()  # reconnect, so that every connection gets the pragmas
     return storage
+
+
+def _connect(url: str, kwargs: dict[str, Any], attempts: int = 3) -> optuna.storages.RDBStorage:
+    shown = _hide_password(url)
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, **kwargs)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # Workers creating the tables of a new database at once: one wins, the others retry.
+            if attempt == attempts:
+                raise
+            time.sleep(0.5)
+        except sqlalchemy.exc.SQLAlchemyError as err:
+            reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+            raise SearchError(f"cannot open the Optuna storage {shown}: {reason}") from err
+        except ImportError as err:
+            raise SearchError(f"no database driver for the storage {shown}: {err}") from err
+
+
+def _hide_password(url: str) -> str:
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError as err:
+        raise SearchError(f"{url!r} is not a storage URL (e.g. sqlite:///study.db, postgresql://user@host/db)") from err
 
 
 def _tune_sqlite(connection: Any, _record: Any) -> None:

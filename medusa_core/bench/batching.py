@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import gc
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
 from medusa_core.bench.methods import HF_GREEDY, MEDUSA, Method, hf_kwargs, timed
-from medusa_core.bench.runner import (
-    BASELINE, BenchConfig, BenchResult, MethodResult, Progress, machine_info, repo_relative, spread,
-)
+from medusa_core.bench.runner import BASELINE, BenchConfig, BenchResult, MethodResult, Progress, bench_result, spread
 from medusa_core.engine.loop import DecodeConfig, generate_batch
 from medusa_core.engine.precision import first_mismatch
 from medusa_core.modeling.models import BaseModel, MedusaModel
@@ -172,14 +170,5 @@ def run_batch_benchmark(
             results += [summarise_batch(m, size, runs[m.name], baseline, reference) for m in methods]
     finally:
         gc.unfreeze()
-    return BenchResult(
-        machine=machine_info(base.device, base.dtype),
-        model=base.model_id,
-        heads=repo_relative(medusa.heads_name),
-        device=str(base.device),
-        dtype=str(base.dtype).removeprefix("torch."),
-        max_new_tokens=config.max_new_tokens,
-        prompts=len(prompt_ids),
-        settings=asdict(config) | {"baseline": BASELINE, "batch_sizes": sorted(set(batch_sizes))},
-        methods=results,
-    )
+    settings = {"baseline": BASELINE, "batch_sizes": sorted(set(batch_sizes))}
+    return bench_result(medusa, config, len(prompt_ids), settings, results)

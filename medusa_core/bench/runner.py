@@ -405,6 +405,17 @@ def run_benchmark(
         return divergence is not None and divergence.near_tie
 
     results = [summarise(m, runs.get(m.name, []), baseline, orders.get(m.name, []), near_tie) for m in methods]
+    settings = {"baseline": active[0].name, "draft_model": draft.model_id if draft else None}
+    result = bench_result(medusa, config, len(prompt_ids), settings, results)
+    result.prompt_lookup = compare_with_prompt_lookup(results)
+    return result
+
+
+def bench_result(
+    medusa: MedusaModel, config: BenchConfig, prompts: int, settings: dict, methods: list[MethodResult]
+) -> BenchResult:
+    """The results with what they were measured on: machine, model, heads, dtype, settings."""
+    base = medusa.base
     return BenchResult(
         machine=machine_info(base.device, base.dtype),
         model=base.model_id,
@@ -412,10 +423,9 @@ def run_benchmark(
         device=str(base.device),
         dtype=str(base.dtype).removeprefix("torch."),
         max_new_tokens=config.max_new_tokens,
-        prompts=len(prompt_ids),
-        settings=asdict(config) | {"baseline": active[0].name, "draft_model": draft.model_id if draft else None},
-        methods=results,
-        prompt_lookup=compare_with_prompt_lookup(results),
+        prompts=prompts,
+        settings=asdict(config) | settings,
+        methods=methods,
     )
 
 

@@ -11,7 +11,7 @@ import torch
 from medusa_core.engine import step
 from medusa_core.engine.acceptance import TypicalConfig, accept_typical
 from medusa_core.engine.buffers import build_tree_buffers
-from medusa_core.engine.loop import DecodeConfig, generate
+from medusa_core.engine.loop import DecodeConfig, generate, generate_batch
 from medusa_core.engine.sampling import SamplingConfig, Walk, draw, processed_probs
 from medusa_core.spec.lookup import LookupConfig
 from medusa_core.spec.trees import full_tree
@@ -54,11 +54,15 @@ def chi_square_p(observed: Counter, expected: dict, total: int) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2))
 
 
-def sample_first_tokens(medusa, tree, runs: int, lookup: LookupConfig | None) -> Counter:
+def sample_first_tokens(medusa, tree, runs: int, lookup: LookupConfig | None, batch: int = 500) -> Counter:
+    """The first 3 tokens of `runs` independent generations (seeds 0..runs-1), decoded as batches
+    of rows that each draw from their own generator."""
     counts = Counter()
-    for seed in range(runs):
-        config = DecodeConfig(3, sampling=SAMPLING, seed=seed, trace_text=False, lookup=lookup)
-        counts[tuple(generate(medusa, "", tree, config, prompt_ids=PROMPT).tokens)] += 1
+    config = DecodeConfig(3, sampling=SAMPLING, trace_text=False, lookup=lookup)
+    for start in range(0, runs, batch):
+        seeds = list(range(start, min(runs, start + batch)))
+        records = generate_batch(medusa, [""] * len(seeds), tree, config, prompt_ids=[PROMPT] * len(seeds), seeds=seeds)
+        counts.update(tuple(r.tokens) for r in records)
     return counts
 
 

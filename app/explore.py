@@ -20,7 +20,6 @@ from medusa_core import (
     TreeError,
     TypicalConfig,
     build_tree_buffers,
-    first_divergence,
     lookup_or_none,
     preset_tree,
     validate_tree,
@@ -29,13 +28,16 @@ from optimizer import LatencyProfile, import_tree
 
 from . import figures
 from .acceptance import acceptance
+from .compare import comparison_view, run_second, running_note, second_label
 from .heads_tab import shipped_table
 from .inputs import InputError, shown_in_page, upload_text, user_error, write_download
 from .prediction import prediction_note
 from .runs import STOPPED, RunControl, RunView, decode_steps
 from .runtime import MAX_PROMPT_CHARS, gpu_task
 from .store import ModelKey, ModelStore
-from .text import comparison_html, live_stats_html, plural, stat_cards, stats_html, step_caption, step_spans, text_html
+from .text import live_stats_html, plural, stat_cards, stats_html, step_caption, step_spans, text_html
+from .trace import heads_in, read_trace, trace_note, trace_spans
+from .why import why_rejected
 
 Path_ = tuple[int, ...]
 
@@ -51,6 +53,9 @@ TREE_CHOICES: list[tuple[str, str]] = (
     + [("plain decoding (no heads, no lookup)", PLAIN)]
     + [("optimiser's latest tree", OPTIMISED), ("uploaded tree file", UPLOADED)]
 )
+# Short names of the tree choices, for the comparison's table and legend.
+SHORT_LABELS = {HEADS_DEFAULT: "heads' default tree", PLAIN: "plain decoding", OPTIMISED: "optimiser's tree",
+                UPLOADED: "uploaded tree"}
 STREAM_INTERVAL_S = 0.25  # at most ~4 page updates a second while decoding (the first step at once)
 RUN_TTL_S = 3600  # a session's last run (all its trees) is dropped an hour after it was stored
 EXAMPLE_PROMPT = "Explain in two sentences why the sky is blue."
@@ -180,7 +185,8 @@ def step_figure(run: RunView, step_number: float, colour_by: figures.ColourBy) -
     step = run.steps[index]
     view = figures.step_tree_view(step.nodes, step.accepted)
     title = f"Step {index + 1}: candidate tree, accepted path in orange"
-    return figures.tree_figure(view, colour_by, title), step_caption(index, step, run.num_steps)
+    caption = step_caption(index, step, run.num_steps) + "\n\n" + why_rejected(run.steps, index, run.record)
+    return figures.tree_figure(view, colour_by, title), caption
 
 
 def record_download(record: GenerationRecord) -> gr.File:
@@ -214,7 +220,7 @@ def make_run(store: ModelStore):
         seed: float, tree_choice: str, colour_by: figures.ColourBy, compare: bool,
         key: ModelKey, uploaded: tuple[Path_, ...] | None, optimised: tuple[Path_, ...] | None,
         lookup: str = LOOKUP_DEFAULT, top_p: float = 1.0, control: RunControl | None = None,
-        profile: LatencyProfile | None = None,
+        profile: LatencyProfile | None = None, compare_with: str = PLAIN,
     ) -> Iterator[tuple]:
         control = control if control is not None else RunControl()
         run_id = control.start()
@@ -224,11 +230,29 @@ def make_run(store: ModelStore):
             config = decode_config(max_new_tokens, mode, temperature, threshold, alpha, seed,
                                    choose_lookup(lookup, medusa.default_lookup, tree_choice), top_p)
             tree = choose_tree(tree_choice, medusa, uploaded, optimised)
+            second = None
+            if compare:  # checked before the first run: a bad second tree must not cost a whole run
+                second = SecondRun(choose_tree(compare_with, medusa, uploaded, optimised),
+                                   replace(config, lookup=choose_lookup(lookup, medusa.default_lookup, compare_with)),
+                                   (tree_label(tree_choice), second_label(tree_label(tree_choice), tree_label(compare_with))))
             with store.cpu_share(medusa) as share:
-                yield from stream_run(medusa, text, tree, config, colour_by, compare, share,
+                yield from stream_run(medusa, text, tree, config, colour_by, second, share,
                                       lambda: control.should_stop(run_id), profile)
 
     return run
+
+
+@dataclass(frozen=True)
+class SecondRun:
+    """The comparison's run: its tree, its settings (the lookup may differ) and both runs' names."""
+
+    tree: tuple[Path_, ...]
+    config: DecodeConfig
+    labels: tuple[str, str]
+
+
+def tree_label(choice: str) -> str:
+    return SHORT_LABELS.get(choice, choice)
 
 
 def stop_run(control: RunControl) -> None:
@@ -246,26 +270,29 @@ def streaming_outputs(medusa: MedusaModel, spans: list[str], steps: list[StepRec
     return (text_html(spans, medusa.num_heads), figure, caption, locked_slider() if fresh else skip,
             live_stats_html(steps, seconds),
             figures.empty_figure("Acceptance statistics appear when the run ends", 300) if fresh else skip,
-            "" if fresh else skip, gr.File(value=None, visible=False) if fresh else skip, run)
+            "" if fresh else skip, gr.File(value=None, visible=False) if fresh else skip, run,
+            None if fresh else skip)
 
 
-def finished_outputs(medusa: MedusaModel, spans: list[str], record: GenerationRecord, tree: tuple[Path_, ...],
+def finished_outputs(num_heads: int, spans: list[str], record: GenerationRecord, tree: Sequence[Path_],
                      colour_by: figures.ColourBy, lookup_on: bool, note: str, comparison: str) -> tuple:
-    """The run's final state: every output belongs to this run (finished or stopped)."""
+    """The run's final state: every output belongs to this run (finished, stopped or opened from a file);
+    the comparison state is cleared (a comparison run fills it in afterwards)."""
     run = RunView(tuple(record.steps), record)
     figure, caption = step_figure(run, run.num_steps, colour_by)
-    credit = acceptance(record.steps, tree_depth_of(tree), medusa.num_heads, lookup_on)
+    credit = acceptance(record.steps, tree_depth_of(tree), num_heads, lookup_on)
     stats_plot = figures.stats_figure([s.accepted_length for s in record.steps], credit)
-    return (text_html(spans, medusa.num_heads), figure, caption, finished_slider(run.num_steps),
-            stats_html(record, len(tree), note), stats_plot, comparison, record_download(record), run)
+    return (text_html(spans, num_heads), figure, caption, finished_slider(run.num_steps),
+            stats_html(record, len(tree), note), stats_plot, comparison, record_download(record), run, None)
 
 
 def stream_run(
-    medusa: MedusaModel, prompt: str, tree: tuple[Path_, ...], config: DecodeConfig, colour_by: figures.ColourBy, compare: bool,
-    share: Callable[[], int] = lambda: 0, should_stop: Callable[[], bool] = lambda: False,
-    profile: LatencyProfile | None = None,
+    medusa: MedusaModel, prompt: str, tree: tuple[Path_, ...], config: DecodeConfig, colour_by: figures.ColourBy,
+    second: SecondRun | None = None, share: Callable[[], int] = lambda: 0,
+    should_stop: Callable[[], bool] = lambda: False, profile: LatencyProfile | None = None,
 ) -> Iterator[tuple]:
-    """Outputs: text, tree plot, step caption, step slider, stats, stats plot, comparison, record file, run state.
+    """Outputs: text, tree plot, step caption, step slider, stats, stats plot, comparison, record file, run state,
+    comparison state. `second`: the comparison's run on the same prompt, after this one.
     `share` sizes this thread's CPU threads before each step (Gradio may resume the run on another thread);
     `should_stop` is checked after every step (the Stop button)."""
     special = special_tokens(medusa)
@@ -288,25 +315,27 @@ def stream_run(
     assert record is not None  # decode_steps always ends with a record
     stopped = record.stop_reason == STOPPED
     note = prediction_note(record, tree, shipped_table(medusa), profile)
-    comparison = ""
-    if compare:
-        comparison = stat_cards([], "Stopped before the comparison with plain decoding ran." if stopped
-                                else "Plain decoding of the same prompt is running for the comparison…")
-    outputs = finished_outputs(medusa, spans, record, tree, colour_by, config.lookup is not None, note, comparison)
+    comparison = running_note(second.labels[1], stopped) if second is not None else ""
+    outputs = finished_outputs(medusa.num_heads, spans, record, tree, colour_by, config.lookup is not None, note,
+                               comparison)
     yield outputs
-    if compare and not stopped:
-        yield outputs[:6] + (compare_with_plain(medusa, prompt, config, record, should_stop),) + outputs[7:]
+    if second is not None and not stopped:
+        text, result = run_second(medusa, record, second.tree, second.config, second.labels, should_stop)
+        yield outputs[:6] + (text,) + outputs[7:9] + (result,)
 
 
-def compare_with_plain(medusa: MedusaModel, prompt: str, config: DecodeConfig, record: GenerationRecord,
-                       should_stop: Callable[[], bool]) -> str:
-    """Plain decoding of the same prompt (no tree, no lookup), stoppable like the run itself."""
-    *_, plain = decode_steps(medusa, prompt, (), replace(config, lookup=None), should_stop)
-    if plain.stop_reason == STOPPED:
-        return stat_cards([], "Plain decoding for the comparison was stopped: no comparison.")
-    greedy = config.mode == "greedy"
-    divergence = first_divergence(medusa.base, record.prompt_tokens, record.tokens, plain.tokens) if greedy else None
-    return comparison_html(record, plain, greedy, divergence)
+def make_open_trace():
+    def open_trace(path: str | None, colour_by: figures.ColourBy) -> tuple:
+        """Re-open a saved generation.json for scrubbing: the text, trees, slider and stats come from the
+        file; a file that is not a record is refused in plain words and the page keeps what it showed."""
+        with shown_in_page("cannot open that record"):
+            record = read_trace(path)
+            tree = [tuple(p) for p in record.tree]
+            lookup_on = bool(record.settings.get("lookup_tokens"))
+            return finished_outputs(heads_in(record), trace_spans(record), record, tree, colour_by, lookup_on,
+                                    trace_note(record), "")
+
+    return open_trace
 
 
 def show_step(step_number: float, colour_by: figures.ColourBy, run: RunView | None) -> tuple[Any, str]:
@@ -439,6 +468,7 @@ def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: g
         uploaded_state = gr.State(None)
         run_state = gr.State(None, time_to_live=RUN_TTL_S)
         control_state = gr.State(RunControl())  # deep-copied: each session gets its own
+        compare_state = gr.State(None, time_to_live=RUN_TTL_S)  # the last run's Comparison, for its figure
         with gr.Row():
             with gr.Column(scale=2):
                 # No max_length: the text box would cut a long paste without a word; the run says what the limit is.
@@ -448,7 +478,10 @@ def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: g
                     run_button = gr.Button("Run", variant="primary", elem_id="run-button", scale=1)
                     stop_button = gr.Button("Stop", variant="stop", elem_id="stop-button", scale=0, min_width=70)
                     max_new_tokens = gr.Slider(1, 512, value=64, step=1, label="max new tokens", elem_id="max-new-tokens", scale=2, min_width=220)
-                    compare = gr.Checkbox(label="also run plain decoding (speed-up, outputs identical?)", value=False, elem_id="compare", scale=2)
+                    compare = gr.Checkbox(label="compare: run the prompt again with a second tree", value=False,
+                                          elem_id="compare", scale=2)
+                    compare_with = gr.Dropdown(TREE_CHOICES, value=PLAIN, label="Compare with", elem_id="compare-with",
+                                               scale=2, min_width=200)
             with gr.Column(scale=1):
                 tree_choice = gr.Dropdown(TREE_CHOICES, value=HEADS_DEFAULT, label="Candidate tree", elem_id="tree-choice")
                 tree_file = gr.UploadButton("Upload a tree (JSON file or any export)", file_types=[".json", ".txt", ".py"], type="filepath", size="sm", elem_id="tree-upload")
@@ -480,21 +513,30 @@ def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: g
             with gr.Column(scale=2):
                 stats = gr.HTML(stat_cards([("tokens / step", "–"), ("tokens / s", "–")], "statistics of the run appear here"), label="statistics", elem_id="stats")
                 stats_plot = gr.Plot(figures.empty_figure("Acceptance statistics", 300), label="Acceptance", elem_id="stats-plot")
-                comparison = gr.HTML(label="comparison with plain decoding", elem_id="comparison")
+                comparison = gr.HTML(label="comparison with a second run", elem_id="comparison")
+                compare_plot = gr.Plot(label="Comparison", elem_id="compare-plot", visible=False)
                 record_file = gr.File(label="Generation record (JSON)", interactive=False, elem_id="record-file", height=80, visible=False)
+                record_upload = gr.UploadButton("Open a saved generation.json", file_types=[".json"], type="filepath",
+                                                size="sm", elem_id="record-upload")
         with gr.Accordion("Tree attention mask of the chosen tree", open=False):
             mask_plot = gr.Plot(label="Tree attention mask", elem_id="mask-plot")
 
     tree_mask = make_tree_mask(store)
     mask_inputs = [tree_choice, key_state, uploaded_state, optimised_state, lookup]
     prompt.change(None, inputs=[prompt], outputs=[prompt_note], js=PROMPT_LENGTH_JS, api_visibility="private")
+    run_outputs = [output, tree_plot, caption, step_slider, stats, stats_plot, comparison, record_file, run_state,
+                   compare_state]
     run_button.click(
         make_run(store),
         inputs=[prompt, max_new_tokens, mode, temperature, threshold, alpha, seed, tree_choice, colour_by, compare, key_state,
-                uploaded_state, optimised_state, lookup, top_p, control_state, profile_state],
-        outputs=[output, tree_plot, caption, step_slider, stats, stats_plot, comparison, record_file, run_state],
+                uploaded_state, optimised_state, lookup, top_p, control_state, profile_state, compare_with],
+        outputs=run_outputs,
         api_name="generate",
-    )
+    ).success(comparison_view, inputs=[compare_state], outputs=[compare_plot], api_name="comparison")
+    # The record's own slider, trees, text and stats; a refused file leaves the page as it was (status on the button).
+    record_upload.upload(make_open_trace(), inputs=[record_upload, colour_by], outputs=run_outputs, api_name="open_record",
+                         show_progress_on=[record_upload]).success(
+        comparison_view, inputs=[compare_state], outputs=[compare_plot], api_visibility="private")
     # Its own slot (no concurrency limit): a Stop must not queue behind the runs it is meant to stop.
     stop_button.click(stop_run, inputs=[control_state], api_name="stop", concurrency_limit=None, show_progress="hidden")
     # input: dragging, arrow keys and the number box (release would miss the keyboard); the latest value wins.

@@ -321,6 +321,27 @@ def stats_figure(accepted_lengths: Sequence[int], credit: Acceptance) -> go.Figu
     return fig
 
 
+COMPARE_COLOURS = (ACCEPT_COLOUR, "#1f77b4")
+
+
+def compare_figure(runs: Sequence[tuple[str, Sequence[int]]]) -> go.Figure:
+    """Accepted depth per step of two runs of one prompt (label, accepted lengths): where one tree
+    keeps more of its guesses, and how many steps each needed."""
+    fig = go.Figure()
+    for (label, lengths), colour in zip(runs, COMPARE_COLOURS):
+        mean = sum(lengths) / max(1, len(lengths))
+        fig.add_trace(go.Scatter(
+            x=list(range(1, len(lengths) + 1)), y=list(lengths), mode="lines+markers", line_shape="hv",
+            name=f"{label}: {len(lengths)} steps, {mean:.2f} accepted / step", marker=dict(color=colour, size=6),
+            line=dict(color=colour), hovertemplate=f"{label}<br>step %{{x}}: %{{y}} accepted<extra></extra>",
+        ))
+    fig.update_layout(**base_layout("Accepted depth per step, same prompt", 300), legend=BOTTOM_LEGEND)
+    fig.update_layout(margin=dict(l=40, r=20, t=40, b=80))
+    fig.update_xaxes(title="step")
+    fig.update_yaxes(title="accepted depth", dtick=1, rangemode="tozero")
+    return fig
+
+
 # ---------------------------------------------------------------- accuracy tables
 
 

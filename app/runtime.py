@@ -27,6 +27,9 @@ CSS = """
 .medusa-stats .card .v { font-size: 20px; font-weight: 700; }
 .medusa-stats .card .k { font-size: 11px; opacity: 0.7; }
 .medusa-note { font-size: 12px; opacity: 0.7; margin-top: 4px; }
+.medusa-compare { font-size: 12px; margin-top: 6px; border-collapse: collapse; }
+.medusa-compare th, .medusa-compare td { padding: 2px 8px; text-align: right; }
+.medusa-compare th:first-child, .medusa-compare td:first-child { text-align: left; }
 """
 
 

@@ -150,26 +150,46 @@ def drawn_caption(step: StepRecord) -> str:
     return "<br>Drawn from the model: " + "; ".join(parts)
 
 
-def comparison_html(medusa: GenerationRecord, plain: GenerationRecord, greedy: bool, divergence: Divergence | None = None) -> str:
-    """Medusa against plain decoding of the same prompt: speed-up, whether the outputs match, and
-    for greedy outputs that differ, where and how close the model's call was there."""
-    speedup = medusa.tokens_per_second / plain.tokens_per_second if plain.tokens_per_second > 0 else 0.0
-    identical = medusa.tokens == plain.tokens
-    verdict = "✓ identical" if identical else "✗ differ"
-    if identical:
-        outcome = "outputs identical, as greedy acceptance guarantees." if greedy else "outputs identical (sampling: not expected to match)."
-    elif not greedy:
-        outcome = "outputs differ (sampling: not expected to match)."
-    elif divergence is not None:
-        why = (f"In {medusa.dtype} a tree pass rounds differently from a one-token pass, so near-ties can flip."
-               if divergence.near_tie else "That is not explained by rounding: please report it.")
-        outcome = f"outputs differ: {divergence.describe()}. {why}"
-    else:
-        outcome = "outputs differ!"
-    note = f"Speed-up {speedup:.2f}x over plain decoding ({plain.num_steps} steps, {plain.seconds:.2f} s); " + outcome
-    return stat_cards([
+def outcome_text(first: GenerationRecord, second: GenerationRecord, greedy: bool, divergence: Divergence | None) -> str:
+    """Whether the two outputs match, and for greedy outputs that differ, where and how close the call was."""
+    if first.tokens == second.tokens:
+        return "outputs identical, as greedy acceptance guarantees." if greedy else "outputs identical (sampling: not expected to match)."
+    if not greedy:
+        return "outputs differ (sampling: not expected to match)."
+    if divergence is None:
+        return "outputs differ!"
+    why = (f"In {first.dtype} a tree pass rounds differently from a one-token pass, so near-ties can flip."
+           if divergence.near_tie else "That is not explained by rounding: please report it.")
+    return f"outputs differ: {divergence.describe()}. {why}"
+
+
+def mean_accepted(record: GenerationRecord) -> float:
+    return sum(s.accepted_length for s in record.steps) / max(1, record.num_steps)
+
+
+def comparison_table(rows: Sequence[tuple[str, GenerationRecord]]) -> str:
+    """One row per run: tokens per step, accepted depth per step, speed, steps and seconds."""
+    head = "".join(f"<th>{h}</th>" for h in ("run", "tokens / step", "accepted depth / step", "tokens / s", "steps", "seconds"))
+    body = "".join(
+        f"<tr><td>{html.escape(label)}</td><td>{r.tokens_per_step:.2f}</td><td>{mean_accepted(r):.2f}</td>"
+        f"<td>{r.tokens_per_second:.1f}</td><td>{r.num_steps}</td><td>{r.seconds:.2f}</td></tr>"
+        for label, r in rows
+    )
+    return f'<table class="medusa-compare"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def comparison_html(first: GenerationRecord, second: GenerationRecord, greedy: bool, divergence: Divergence | None = None,
+                    first_label: str = "Medusa", second_label: str = "plain decoding") -> str:
+    """The run against a second run of the same prompt (plain decoding or another tree): speed-up,
+    a table of both runs, and whether the outputs match."""
+    speedup = first.tokens_per_second / second.tokens_per_second if second.tokens_per_second > 0 else 0.0
+    verdict = "✓ identical" if first.tokens == second.tokens else "✗ differ"
+    note = (f"Speed-up {speedup:.2f}x over {second_label} ({second.num_steps} steps, {second.seconds:.2f} s); "
+            + outcome_text(first, second, greedy, divergence))
+    cards = stat_cards([
         ("speed-up", f"{speedup:.2f}x"),
-        ("Medusa tokens / s", f"{medusa.tokens_per_second:.1f}"),
-        ("plain tokens / s", f"{plain.tokens_per_second:.1f}"),
+        (f"{first_label} tokens / s", f"{first.tokens_per_second:.1f}"),
+        (f"{second_label} tokens / s", f"{second.tokens_per_second:.1f}"),
         ("outputs", verdict),
     ], note)
+    return cards + comparison_table([(first_label, first), (second_label, second)])

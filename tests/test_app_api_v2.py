@@ -73,11 +73,16 @@ def upload(tmp_path: Path, name: str, content: str) -> dict:
 
 
 def test_stop_leaves_the_stopped_runs_own_partial_record_and_other_sessions_run_on(server):
+    """Three sessions at once: Stop in one leaves its own partial run; the other two finish with their
+    own correct (lossless) results, on their own trees."""
     url, store = server
-    stopper, other = Client(url, verbose=False), Client(url, verbose=False)
+    stopper, *others = (Client(url, verbose=False) for _ in range(3))
     long_prompt = "Write a long essay about rivers."
     job = stopper.submit(prompt=long_prompt, max_new_tokens=400, api_name="/generate")
-    other_job = other.submit(prompt="Count to five.", max_new_tokens=16, api_name="/generate")
+    other_runs = [("Count to five.", "chain-4", [(0,), (0, 0), (0, 0, 0), (0, 0, 0, 0)]),
+                  ("Name two planets.", "full-2x2", [(0,), (1,), (0, 0), (0, 1), (1, 0), (1, 1)])]
+    other_jobs = [c.submit(prompt=p, max_new_tokens=16, tree_choice=t, api_name="/generate")
+                  for c, (p, t, _) in zip(others, other_runs)]
     deadline = time.monotonic() + 120
     while not job.outputs() and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -92,9 +97,11 @@ def test_stop_leaves_the_stopped_runs_own_partial_record_and_other_sessions_run_
     assert f"step {steps} (Stop)" in stats and "generating" not in stats
     assert f"of {steps}**" in caption and slider["maximum"] == max(steps, 2)
     assert sum(json.loads(stats_plot["plot"])["data"][0]["y"]) == steps  # the chart is this run's
-    other_record = record_of(other_job.result(timeout=300))
-    assert other_record["stop_reason"] != "stopped"
-    assert other_record["tokens"] == generate(store.get(), "Count to five.", [], DecodeConfig(max_new_tokens=16)).tokens
+    for (prompt, _, tree), other_job in zip(other_runs, other_jobs):
+        other_record = record_of(other_job.result(timeout=300))
+        assert other_record["stop_reason"] != "stopped" and other_record["prompt"] == prompt
+        assert other_record["tree"] == [list(p) for p in tree]
+        assert other_record["tokens"] == generate(store.get(), prompt, [], DecodeConfig(max_new_tokens=16)).tokens
     next_record = record_of(run(stopper, "Say hi."))  # Stop does not stick to the session's next run
     assert next_record["stop_reason"] != "stopped"
 

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import subprocess
 import sys
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -25,10 +26,14 @@ from .profile import DEFAULT_SIZES, LatencyProfile, ProfileError, load_latency_p
 from .measure import DecoderMeasurer, load_measurer
 from .search import (
     DEFAULT_STORAGE,
+    EXACT_OBJECTIVES,
     OBJECTIVES,
+    CrossCheck,
     SearchConfig,
     SearchError,
     SearchProgress,
+    SearchResult,
+    cross_check,
     objective_names,
     open_storage,
     run_search,
@@ -91,9 +96,12 @@ def recorded_lookup(tokens: int, ngram: Sequence[int]) -> LookupConfig | None:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
+    """For objectives that optimizer.exact solves, the exact optimum is the answer and Optuna runs
+    cold, as a checked cross-check; for length-vs-latency the search is the answer."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     lookup = recorded_lookup(args.lookup_tokens, args.lookup_ngram)
     table = resolve_accuracy(args.accuracy)
+    exact_answer = args.objective in EXACT_OBJECTIVES
     config = SearchConfig(
         budget=args.budget,
         objective=args.objective,
@@ -101,7 +109,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         engine=args.engine,
         n_trials=args.trials,
         seed=args.seed,
-        cold=args.cold,
+        cold=args.cold or exact_answer,  # enqueuing the answer would check nothing
         storage=args.storage,
         study_name=args.study_name,
     )
@@ -111,37 +119,61 @@ def cmd_search(args: argparse.Namespace) -> None:
         result = run_search(table, config, profile, progress=update)
     finally:
         close()
-    best, exact = result.best, result.exact
     names = objective_names(args.objective)
     print(f"study {result.study.study_name} ({args.storage}): {len(result.study.trials)} trials")
-    print(f"best tree: {len(best.tree)} nodes, {best.expected_length:.4f} tokens/step ({result.length_model} model)")
-    for name, value in zip(names, best.values):
-        print(f"  {name}: {value:.6g}")
-    if len(names) > 1:
-        print(f"Pareto front ({len(result.pareto)} trees): nodes, {', '.join(names)}")
-        for point in result.pareto:
-            print(f"  {len(point.tree):4d}  " + "  ".join(f"{value:.6g}" for value in point.values))
-    print(f"exact optimum: {exact.value:.6g} {names[0]} with {len(exact.tree)} nodes")
-    print(f"best found = {best.values[0] / exact.value:.2%} of the exact optimum")
+    check = cross_check(result) if exact_answer else None
+    tree, values, length = _print_search(result, names, check)
     if args.out:
         meta = {
             "source": "optimizer search",
+            "answer": "exact optimum" if exact_answer else "Optuna search",
             "objective": args.objective,
             "objective_names": list(names),
-            "objective_value": list(best.values) if len(best.values) > 1 else best.values[0],
-            "expected_length": best.expected_length,
+            "objective_value": list(values) if len(values) > 1 else values[0],
+            "expected_length": length,
             "length_model": result.length_model,
             "budget": args.budget,
             "engine": args.engine,
             "accuracy": args.accuracy,
             "accuracy_model": table.model,
-            "exact_optimum_value": exact.value,
+            "exact_optimum_value": result.exact.value,
             "trials": len(result.study.trials),
             "study": result.study.study_name,
             "created": _now(),
-        } | ({"batch_size": profile.batch_size} if profile and args.objective != "length" else {})
-        _write_tree(args.out, best.tree, args.format, table, meta, lookup)
+        } | ({"batch_size": profile.batch_size} if profile and args.objective != "length" else {}) | (
+            {"cross_check": asdict(check)} if check else {})
+        _write_tree(args.out, tree, args.format, table, meta, lookup)
         print(f"wrote {args.out} ({args.format})")
+
+
+def _print_search(
+    result: SearchResult, names: Sequence[str], check: CrossCheck | None
+) -> tuple[tuple[tuple[int, ...], ...], tuple[float, ...], float]:
+    """Print the answer and, for an exact one, the cross-check; returns the answer's tree, objective
+    values and expected length."""
+    best, exact = result.best, result.exact
+    found = (f"best tree: {len(best.tree)} nodes, {best.expected_length:.4f} tokens/step ({result.length_model} model), "
+             + ", ".join(f"{name} {value:.6g}" for name, value in zip(names, best.values)))
+    if check is None:
+        print(found)
+        if len(names) > 1:
+            print(f"Pareto front ({len(result.pareto)} trees): nodes, {', '.join(names)}")
+            for point in result.pareto:
+                print(f"  {len(point.tree):4d}  " + "  ".join(f"{value:.6g}" for value in point.values))
+        print(f"exact optimum of {names[0]}: {exact.value:.6g} with {len(exact.tree)} nodes; "
+              f"best found = {best.values[0] / exact.value:.2%} of the exact optimum")
+        return best.tree, best.values, best.expected_length
+    values = (exact.value, float(len(exact.tree))) if len(names) > 1 else (exact.value,)
+    print(f"answer: the exact optimum, {len(exact.tree)} nodes, {exact.expected_length:.4f} tokens/step "
+          f"({exact.model} model), {names[0]} {exact.value:.6g}")
+    reached = f"99% after {check.trials_to_99_percent} trials" if check.trials_to_99_percent else "99% not reached"
+    print(f"Optuna cross-check (cold, {check.trials} trials, never above the exact optimum): {found}; "
+          f"best found = {check.ratio:.2%} of the exact optimum, {reached}")
+    if len(names) > 1:
+        print("Pareto front: nodes, Optuna's tokens/step, exact tokens/step")
+        for point in result.pareto:
+            print(f"  {len(point.tree):4d}  {point.values[0]:.6g}  {exact.curve[len(point.tree)]:.6g}")
+    return exact.tree, values, exact.expected_length
 
 
 def _exact_for(args: argparse.Namespace, table: AccuracyTable, profile: LatencyProfile | None) -> ExactOptimum:
@@ -378,7 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--trials", type=int, default=300, help="complete trials the study should hold")
     search.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna storage URL (SQLite file, PostgreSQL, ...)")
     search.add_argument("--study-name", help="default: derived from the table and settings")
-    search.add_argument("--cold", action="store_true", help="enqueue nothing: Optuna alone")
+    search.add_argument("--cold", action="store_true", help="enqueue nothing: Optuna alone (length-vs-latency; the "
+                        "other objectives' answer is the exact optimum and their search always runs cold, as a check)")
     search.add_argument("--seed", type=int, default=0)
     search.add_argument("--no-progress", action="store_true")
     search.add_argument("--lookup-tokens", type=int, default=0,

@@ -12,6 +12,10 @@ SQLite file by default, or any RDB URL (``postgresql://...``) so several workers
 machines can share one study. ``n_trials`` is the number of *complete* trials the study should
 hold: a killed run, started again with the same settings, loads the study and runs only the
 missing trials (trials left "running" by the killed process are ignored).
+
+For ``length``, ``speed`` and ``length-vs-nodes`` (``EXACT_OBJECTIVES``) :mod:`optimizer.exact`
+gives the answer; the search there is a cross-check (:func:`cross_check`): Optuna may come close
+to the exact optimum but never beat it, and a tree that did would be a bug in one of the two.
 """
 
 from __future__ import annotations
@@ -41,12 +45,17 @@ from .space import TreeSpace
 Path_ = tuple[int, ...]
 Objective = Literal["length", "speed", "length-vs-nodes", "length-vs-latency"]
 OBJECTIVES: tuple[str, ...] = ("length", "speed", "length-vs-nodes", "length-vs-latency")
+EXACT_OBJECTIVES: tuple[str, ...] = ("length", "speed", "length-vs-nodes")  # optimizer.exact solves these
 DEFAULT_STORAGE = "sqlite:///medusa_optimizer.db"
 SPACE_VERSION = 1
 
 
 class SearchError(ValueError):
     """Search settings that cannot work together; the message says which."""
+
+
+class ExactnessError(RuntimeError):
+    """Optuna found a tree better than the exact optimum: a bug in the search or in the solver."""
 
 
 @dataclass(frozen=True)
@@ -378,3 +387,35 @@ def trials_to_reach(study: optuna.Study, target: float) -> int | None:
     """Number of complete trials after which the first objective first reached ``target``."""
     reached = np.flatnonzero(best_so_far(study) >= target)
     return int(reached[0]) + 1 if len(reached) else None
+
+
+@dataclass(frozen=True)
+class CrossCheck:
+    """Optuna's search measured against the exact optimum of the same objective."""
+
+    trials: int  # complete trials
+    best_value: float  # Optuna's best first objective
+    exact_value: float
+    ratio: float  # best_value / exact_value, <= 1
+    trials_to_99_percent: int | None  # complete trials until Optuna first reached 99% of the optimum
+
+
+def cross_check(result: SearchResult, tolerance: float = 1e-9) -> CrossCheck:
+    """Check Optuna against the exact answer: no tree (on a Pareto front: none of its size) may
+    beat the exact optimum; raises :class:`ExactnessError` if one does."""
+    if result.config.objective not in EXACT_OBJECTIVES:
+        raise SearchError(f"objective {result.config.objective!r} has no exact optimum to check against")
+    exact = result.exact
+    for point in result.pareto if result.config.objective == "length-vs-nodes" else (result.best,):
+        bound = exact.curve[len(point.tree)] if result.config.objective == "length-vs-nodes" else exact.value
+        if point.values[0] > bound * (1 + tolerance):
+            raise ExactnessError(f"Optuna's trial {point.number} ({len(point.tree)} nodes) scores {point.values[0]:.9g}, "
+                                 f"above the exact optimum {bound:.9g}")
+    best = result.best.values[0]
+    return CrossCheck(
+        trials=len(_complete_trials(result.study)),
+        best_value=best,
+        exact_value=exact.value,
+        ratio=best / exact.value,
+        trials_to_99_percent=trials_to_reach(result.study, 0.99 * exact.value),
+    )

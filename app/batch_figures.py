@@ -55,5 +55,6 @@ def throughput_figure(result: dict) -> go.Figure:
                       legend=dict(orientation="h", yanchor="top", y=-0.2))
     fig.update_xaxes(title="batch size", type="log", tickvals=sorted({m["batch_size"] for m in result["methods"]}))
     fig.update_yaxes(title="new tokens per second (all rows)", secondary_y=False, rangemode="tozero")
-    fig.update_yaxes(title="speed-up over plain greedy", secondary_y=True, rangemode="tozero")
+    fig.update_yaxes(title="speed-up over plain greedy", secondary_y=True, rangemode="tozero", tickformat=".2f",
+                     showgrid=False)
     return fig

@@ -152,7 +152,8 @@ def _print_search(
     """Print the answer and, for an exact one, the cross-check; returns the answer's tree, objective
     values and expected length."""
     best, exact = result.best, result.exact
-    found = (f"best tree: {len(best.tree)} nodes, {best.expected_length:.4f} tokens/step ({result.length_model} model), "
+    found = (f"best tree: {len(best.tree)} nodes, {best.expected_length:.4f} tokens/step "
+             f"({result.length_model} model), "
              + ", ".join(f"{name} {value:.6g}" for name, value in zip(names, best.values)))
     if check is None:
         print(found)
@@ -319,9 +320,15 @@ def worker_argv(args: argparse.Namespace, index: int) -> list[str]:
     return argv
 
 
+def _portable_name(name: str) -> str:
+    """A local folder by its own name: workers on other machines keep it under other paths."""
+    return Path(name).name if Path(name).is_dir() else name
+
+
 def _tune_inputs(args: argparse.Namespace, measurer: DecoderMeasurer, prompts: Sequence[str]) -> TuneInputs:
     medusa = measurer.medusa
-    return TuneInputs(medusa.base.model_id, medusa.heads_name, tuple(prompts), args.max_new_tokens)
+    return TuneInputs(_portable_name(medusa.base.model_id), _portable_name(medusa.heads_name), tuple(prompts),
+                      args.max_new_tokens)
 
 
 def _print_tune(result: TuneResult, objective: str) -> None:
@@ -335,7 +342,25 @@ def _print_tune(result: TuneResult, objective: str) -> None:
         print(f"Pareto front ({len(result.front)} setups): nodes, tokens/s, tokens/step, lookup tokens")
         for point in result.front:
             tokens = point.setup.lookup.tokens if point.setup.lookup else 0
-            print(f"  {len(point.setup.tree):4d}  {point.tokens_per_second:8.2f}  {point.tokens_per_step:6.3f}  {tokens:3d}")
+            print(f"  {len(point.setup.tree):4d}  {point.tokens_per_second:8.2f}  "
+                  f"{point.tokens_per_step:6.3f}  {tokens:3d}")
+
+
+def _tune_here(
+    args: argparse.Namespace, config: TuneConfig, prompts: Sequence[str]
+) -> tuple[DecoderMeasurer, TuneInputs, TuneResult]:
+    """This process's worker: load the model, then run trials until the study is complete."""
+    measurer = load_measurer(args.model, args.heads, args.device, args.dtype, prompts, args.max_new_tokens,
+                             MAX_LOOKUP_TOKENS)
+    space = TuneSpace(TreeSpace(args.top_k, measurer.num_heads, config.budget, sized=True))
+    inputs = _tune_inputs(args, measurer, prompts)
+    update, close = _tune_progress(not args.no_progress, config.n_trials)
+    try:
+        starting = starting_setups(space, measurer.default_setup, measurer.medusa.heads_folder)
+        result = run_tune(measurer, space, config, inputs, starting, progress=update)
+    finally:
+        close()
+    return measurer, inputs, result
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
@@ -347,16 +372,12 @@ def cmd_tune(args: argparse.Namespace) -> None:
         raise TuneError(f"--workers must be >= 1, got {args.workers}")
     open_storage(config.storage)  # an unreachable storage fails now, before the model loads
     workers = [subprocess.Popen(worker_argv(args, i), stdout=subprocess.DEVNULL) for i in range(1, args.workers)]
-    measurer = load_measurer(args.model, args.heads, args.device, args.dtype, prompts, args.max_new_tokens,
-                             MAX_LOOKUP_TOKENS)
-    space = TuneSpace(TreeSpace(args.top_k, measurer.num_heads, config.budget, sized=True))
-    inputs = _tune_inputs(args, measurer, prompts)
-    update, close = _tune_progress(not args.no_progress, config.n_trials)
     try:
-        result = run_tune(measurer, space, config, inputs, starting_setups(space, measurer.default_setup,
-                          measurer.medusa.heads_folder), progress=update)
-    finally:
-        close()
+        measurer, inputs, result = _tune_here(args, config, prompts)
+    except BaseException:
+        for worker in workers:  # they would only repeat this worker's error, or run on alone
+            worker.terminate()
+        raise
     failed = [w.args for w in workers if w.wait() != 0]
     if failed:
         raise TuneError(f"{len(failed)} of the extra workers failed (their errors are above)")

@@ -167,7 +167,8 @@ def open_storage(url: str | None, heartbeat: int | None = None) -> optuna.storag
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
-        kwargs = {"heartbeat_interval": heartbeat, "grace_period": 3 * heartbeat, "heartbeat_stale_trial_callback": retry}
+        kwargs = {"heartbeat_interval": heartbeat, "grace_period": 3 * heartbeat,
+                  "heartbeat_stale_trial_callback": retry}
     storage = _connect(url, kwargs)
     if storage.engine.dialect.name == "sqlite":
         sqlalchemy.event.listen(storage.engine, "connect", _tune_sqlite)
@@ -200,7 +201,8 @@ def _hide_password(url: str) -> str:
     try:
         return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
     except sqlalchemy.exc.ArgumentError as err:
-        raise SearchError(f"{url!r} is not a storage URL (e.g. sqlite:///study.db, postgresql://user@host/db)") from err
+        example = "sqlite:///study.db, postgresql://user@host/db"
+        raise SearchError(f"{url!r} is not a storage URL (e.g. {example})") from err
 
 
 def _tune_sqlite(connection: Any, _record: Any) -> None:
@@ -409,7 +411,8 @@ def cross_check(result: SearchResult, tolerance: float = 1e-9) -> CrossCheck:
     for point in result.pareto if result.config.objective == "length-vs-nodes" else (result.best,):
         bound = exact.curve[len(point.tree)] if result.config.objective == "length-vs-nodes" else exact.value
         if point.values[0] > bound * (1 + tolerance):
-            raise ExactnessError(f"Optuna's trial {point.number} ({len(point.tree)} nodes) scores {point.values[0]:.9g}, "
+            raise ExactnessError(f"Optuna's trial {point.number} ({len(point.tree)} nodes) scores "
+                                 f"{point.values[0]:.9g}, "
                                  f"above the exact optimum {bound:.9g}")
     best = result.best.values[0]
     return CrossCheck(

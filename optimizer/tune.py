@@ -124,7 +124,8 @@ class TuneSpace:
         span = lookup.max_ngram - lookup.min_ngram
         if lookup.tokens > self.max_lookup_tokens or lookup.min_ngram > MAX_MIN_NGRAM or span > MAX_NGRAM_SPAN:
             raise ValueError(f"lookup {lookup} is outside the tuning space")
-        return params | {"lookup_tokens": lookup.tokens, "lookup_min_ngram": lookup.min_ngram, "lookup_ngram_span": span}
+        return params | {"lookup_tokens": lookup.tokens, "lookup_min_ngram": lookup.min_ngram,
+                         "lookup_ngram_span": span}
 
     def to_json(self) -> dict[str, Any]:
         return {"trees": asdict(self.trees), "max_lookup_tokens": self.max_lookup_tokens,
@@ -264,7 +265,8 @@ def _directions(objective: str) -> list[str]:
 
 
 def _study_settings(config: TuneConfig, space: TuneSpace, inputs: TuneInputs) -> dict[str, Any]:
-    return json.loads(json.dumps({"objective": config.objective, "space": space.to_json(), "inputs": inputs.to_json()}))
+    settings = {"objective": config.objective, "space": space.to_json(), "inputs": inputs.to_json()}
+    return json.loads(json.dumps(settings))  # as the storage gives it back (lists, not tuples)
 
 
 def open_tune_study(config: TuneConfig, space: TuneSpace, inputs: TuneInputs) -> tuple[optuna.Study, bool]:

@@ -140,7 +140,8 @@ def test_tune_decodes_with_the_real_decoder_and_writes_the_fastest_setup(tmp_pat
     out = tmp_path / "tuned.json"
     storage = f"sqlite:///{tmp_path}/t.db"
     argv = ["tune", "--model", TINY, "--prompts", str(prompts), "--trials", "6", "--max-new-tokens", "12",
-            "--budget", "8", "--storage", storage, "--study-name", "t", "--seed", "0", "--no-progress", "--out", str(out)]
+            "--budget", "8", "--storage", storage, "--study-name", "t", "--seed", "0", "--no-progress",
+            "--out", str(out)]
     assert main(argv) == 0
     assert "fastest setup" in capsys.readouterr().out
     tree, lookup = load_tree_with_lookup(out)

@@ -42,12 +42,14 @@ from .space import TreeSpace
 from .tune import (
     MAX_LOOKUP_TOKENS,
     TUNE_OBJECTIVES,
+    Confirmed,
     TuneConfig,
     TuneError,
     TuneInputs,
     TuneProgress,
     TuneResult,
     TuneSpace,
+    confirm_fastest,
     read_tuning_prompts,
     run_tune,
     starting_setups,
@@ -306,12 +308,12 @@ def _tune_progress(enabled: bool, total: int) -> tuple[Callable[[TuneProgress], 
 
 def worker_argv(args: argparse.Namespace, index: int) -> list[str]:
     """The command line of extra worker ``index`` (1-based): the same study, no output file, and
-    the next seed so that workers do not sample alike."""
+    the next seed so that workers do not sample alike; only this process confirms the result."""
     argv = [sys.executable, "-m", "optimizer", "tune", "--prompts", args.prompts, "--trials", str(args.trials),
             "--max-new-tokens", str(args.max_new_tokens), "--budget", str(args.budget), "--storage", args.storage,
             "--objective", args.objective, "--top-k", str(args.top_k),
             "--heartbeat", str(args.heartbeat), "--device", args.device, "--dtype", args.dtype,
-            "--workers", "1", "--no-progress"]
+            "--workers", "1", "--confirm", "0", "--no-progress"]
     argv += ["--model", args.model] if args.model else []
     argv += ["--heads", args.heads] if args.heads else []
     argv += ["--study-name", args.study_name] if args.study_name else []  # else derived alike by every worker
@@ -344,6 +346,19 @@ def _print_tune(result: TuneResult, objective: str) -> None:
             tokens = point.setup.lookup.tokens if point.setup.lookup else 0
             print(f"  {len(point.setup.tree):4d}  {point.tokens_per_second:8.2f}  "
                   f"{point.tokens_per_step:6.3f}  {tokens:3d}")
+
+
+def _confirm(args: argparse.Namespace, measurer: DecoderMeasurer, result: TuneResult) -> tuple[Confirmed, ...]:
+    """Speed: the fastest few setups measured again in interleaved rounds; the fastest median wins."""
+    if args.objective != "speed" or args.confirm == 0:
+        return ()
+    confirmed = confirm_fastest(measurer, result.study_name, args.storage, args.confirm, args.confirm_rounds)
+    print(f"confirmed over {args.confirm_rounds} interleaved rounds: trial, its tokens/s, rounds' median (min-max)")
+    for c in confirmed:
+        print(f"  {c.tuned.number:5d}  {c.tuned.tokens_per_second:8.2f}  {c.tokens_per_second:8.2f} "
+              f"({min(c.rounds):.2f}-{max(c.rounds):.2f})")
+    print(f"chosen: trial {confirmed[0].tuned.number}")
+    return confirmed
 
 
 def _tune_here(
@@ -382,12 +397,13 @@ def cmd_tune(args: argparse.Namespace) -> None:
     if failed:
         raise TuneError(f"{len(failed)} of the extra workers failed (their errors are above)")
     _print_tune(result, args.objective)
+    confirmed = _confirm(args, measurer, result)
+    best = confirmed[0].tuned if confirmed else result.best
     if args.out:
-        best = result.best
         meta = {
             "source": "optimizer tune",
             "objective": args.objective,
-            "measured_tokens_per_second": best.tokens_per_second,
+            "measured_tokens_per_second": confirmed[0].tokens_per_second if confirmed else best.tokens_per_second,
             "measured_tokens_per_step": best.tokens_per_step,
             "prompts": args.prompts,
             "prompts_count": len(prompts),
@@ -403,7 +419,10 @@ def cmd_tune(args: argparse.Namespace) -> None:
             "created": _now(),
         } | ({"pareto_front": [{"nodes": len(p.setup.tree), "tokens_per_second": p.tokens_per_second,
                                 "tokens_per_step": p.tokens_per_step, "trial": p.number} for p in result.front]}
-             if args.objective == "pareto" else {})
+             if args.objective == "pareto" else {}) | ({"confirmation": [
+                 {"trial": c.tuned.number, "trial_tokens_per_second": c.tuned.tokens_per_second,
+                  "rounds_tokens_per_second": list(c.rounds), "median_tokens_per_second": c.tokens_per_second}
+                 for c in confirmed]} if confirmed else {})
         save_tree_file(args.out, best.setup.tree, measurer.num_heads, args.top_k, meta, best.setup.lookup)
         print(f"wrote {args.out}")
 
@@ -505,6 +524,10 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--heartbeat", type=int, default=10,
                       help="seconds between heartbeats; a trial silent for 3 is retried by another worker")
     tune.add_argument("--seed", type=int, help="sampler seed (default: random; extra workers get SEED+1, ...)")
+    tune.add_argument("--confirm", type=int, default=3, metavar="K",
+                      help="speed: measure the K fastest setups again in interleaved rounds and keep the fastest "
+                      "median (0: keep the fastest trial)")
+    tune.add_argument("--confirm-rounds", type=int, default=3, metavar="R", help="rounds of --confirm")
     tune.add_argument("--no-progress", action="store_true")
     tune.add_argument("--out", help="write the fastest setup here (tree file with its lookup and measured figures)")
     tune.set_defaults(run=cmd_tune)

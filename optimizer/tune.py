@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import socket
+import statistics
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -419,3 +420,46 @@ def tune_result(study: optuna.Study) -> TuneResult:
     if len(study.directions) > 1:
         front = tuple(sorted(map(_tuned, study.best_trials), key=lambda t: (len(t.setup.tree), -t.tokens_per_second)))
     return TuneResult(best, front, _count(study, FINISHED), study.study_name)
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    """A setup measured again in rounds interleaved with the other candidates."""
+
+    tuned: TunedSetup
+    rounds: tuple[float, ...]  # tokens per second over all prompts, one per round
+
+    @property
+    def tokens_per_second(self) -> float:
+        return statistics.median(self.rounds)
+
+
+def measure_all(measurer: Measurer, setup: Setup) -> Measurement:
+    total = Measurement(0, 0, 0.0)
+    for prompt in range(measurer.num_prompts):
+        total += measurer.measure(setup, prompt)
+    return total
+
+
+def confirm_fastest(measurer: Measurer, study_name: str, storage: str, candidates: int, rounds: int
+                    ) -> tuple[Confirmed, ...]:
+    """The ``candidates`` fastest distinct setups of the study measured again, ``rounds`` times each,
+    round by round, so that a machine's drift (other jobs, clocks) hits them alike; the fastest
+    median first. One trial's figure is one sample of a noisy machine: the best of many samples is
+    biased upwards, a median of interleaved rounds is not."""
+    if candidates < 1 or rounds < 1:
+        raise TuneError(f"--confirm needs candidates and rounds >= 1, got {candidates} and {rounds}")
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: -t.values[0])
+    chosen: list[TunedSetup] = []
+    for tuned in map(_tuned, complete):
+        if tuned.setup not in [c.setup for c in chosen]:
+            chosen.append(tuned)
+        if len(chosen) == candidates:
+            break
+    speeds: list[list[float]] = [[] for _ in chosen]
+    for _ in range(rounds):
+        for speed, tuned in zip(speeds, chosen):
+            speed.append(measure_all(measurer, tuned.setup).tokens_per_second)
+    confirmed = [Confirmed(tuned, tuple(speed)) for tuned, speed in zip(chosen, speeds)]
+    return tuple(sorted(confirmed, key=lambda c: -c.tokens_per_second))

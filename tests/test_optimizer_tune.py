@@ -24,6 +24,7 @@ from optimizer.tune import (
     TuneInputs,
     TuneSpace,
     check_quota,
+    confirm_fastest,
     heads_accuracy,
     run_tune,
     starting_setups,
@@ -115,6 +116,19 @@ def test_a_speed_study_prunes_slower_trials_and_keeps_the_fastest(tmp_path):
     assert measurer.calls < 24 * 4
 
 
+def test_confirmation_measures_the_fastest_distinct_setups_again_in_interleaved_rounds(tmp_path):
+    config = TuneConfig(budget=16, n_trials=8, storage=f"sqlite:///{tmp_path}/c.db", study_name="c", seed=0)
+    same = Setup(((0,),))
+    run_tune(FakeMeasurer(), space(), config, INPUTS, [same, same, Setup(((0,), (1,)))])
+    measurer = FakeMeasurer()
+    confirmed = confirm_fastest(measurer, "c", config.storage, candidates=3, rounds=2)
+    assert len({c.tuned.setup for c in confirmed}) == 3 and measurer.calls == 3 * 2 * measurer.num_prompts
+    speeds = [c.tokens_per_second for c in confirmed]
+    assert speeds == sorted(speeds, reverse=True)
+    for c in confirmed:  # the fake machine does not drift: every round measures what the trial measured
+        assert c.rounds == pytest.approx((c.tuned.tokens_per_second,) * 2)
+
+
 def test_a_pareto_study_gives_the_front_of_speed_against_nodes(tmp_path):
     config = TuneConfig(budget=16, n_trials=12, objective="pareto", storage=f"sqlite:///{tmp_path}/p.db", seed=1)
     result = run_tune(FakeMeasurer(), space(), config, INPUTS)
@@ -141,7 +155,7 @@ def test_tune_decodes_with_the_real_decoder_and_writes_the_fastest_setup(tmp_pat
     storage = f"sqlite:///{tmp_path}/t.db"
     argv = ["tune", "--model", TINY, "--prompts", str(prompts), "--trials", "6", "--max-new-tokens", "12",
             "--budget", "8", "--storage", storage, "--study-name", "t", "--seed", "0", "--no-progress",
-            "--out", str(out)]
+            "--confirm", "2", "--confirm-rounds", "2", "--out", str(out)]
     assert main(argv) == 0
     assert "fastest setup" in capsys.readouterr().out
     tree, lookup = load_tree_with_lookup(out)
@@ -149,7 +163,14 @@ def test_tune_decodes_with_the_real_decoder_and_writes_the_fastest_setup(tmp_pat
     study = optuna.load_study(study_name="t", storage=storage)
     best = study.trials[meta["trial"]]
     assert meta["source"] == "optimizer tune" and meta["trials"] == 6 and meta["study"] == "t"
-    assert meta["measured_tokens_per_second"] == pytest.approx(best.value)
+    confirmation = meta["confirmation"]  # the two fastest trials again, 2 rounds each; the faster median chosen
+    assert len(confirmation) == 2 and confirmation[0]["trial"] == meta["trial"]
+    assert {c["trial_tokens_per_second"] for c in confirmation} == set(sorted(
+        (t.value for t in study.trials if t.state == TrialState.COMPLETE), reverse=True)[:2])
+    assert meta["measured_tokens_per_second"] == confirmation[0]["median_tokens_per_second"]
+    assert confirmation[0]["median_tokens_per_second"] >= confirmation[1]["median_tokens_per_second"]
+    assert all(len(c["rounds_tokens_per_second"]) == 2 for c in confirmation)
+    assert confirmation[0]["trial_tokens_per_second"] == pytest.approx(best.value)
     assert meta["measured_tokens_per_step"] == best.user_attrs["tokens_per_step"] >= 1.0
     assert best.user_attrs["measured"]["tokens"] == 3 * 12  # the tiny model has no EOS: every prompt runs to the end
     assert [list(p) for p in tree] == best.user_attrs["setup"]["paths"] and len(tree) <= 8

@@ -136,7 +136,7 @@ def test_two_workers_share_a_postgresql_study_and_a_killed_worker_is_resumed(pos
                 time.sleep(0.2)
         killed = kill_mid_trial(second, study)
         out = tmp_path / "tuned.json"
-        resumed = subprocess.run(tune_command(postgres, prompts, "--seed", "5", "--out", str(out)),
+        resumed = subprocess.run(tune_command(postgres, prompts, "--seed", "5", "--confirm", "0", "--out", str(out)),
                                  cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         assert resumed.returncode == 0, resumed.stderr
         assert first.wait(timeout=300) == 0

@@ -302,10 +302,19 @@ def check_study(study: optuna.Study, settings: dict[str, Any], objectives: int) 
         raise TuneError(f"study {study.study_name!r} has {len(study.directions)} objective(s), not {objectives}")
     stored = study.user_attrs.get("tune_settings")
     if stored is not None and stored != settings:
-        raise TuneError(f"study {study.study_name!r} was made for other settings ({stored}); use another --study-name")
+        differ = "; ".join(f"{key} {was!r}, here {now!r}" for key, was, now in differences(stored, settings))
+        raise TuneError(f"study {study.study_name!r} was made for other settings ({differ}); use another --study-name")
     if version is None:  # the creator, or a worker that raced it: both write the same values
         study.set_user_attr("tune_space_version", TUNE_SPACE_VERSION)
         study.set_user_attr("tune_settings", settings)
+
+
+def differences(stored: Any, wanted: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, stored value, wanted value) for every leaf that differs."""
+    if isinstance(stored, dict) and isinstance(wanted, dict):
+        return [d for key in sorted(stored.keys() | wanted.keys())
+                for d in differences(stored.get(key), wanted.get(key), f"{prefix}{key}.")]
+    return [] if stored == wanted else [(prefix.rstrip("."), stored, wanted)]
 
 
 def enqueue_setups(study: optuna.Study, space: TuneSpace, setups: Sequence[Setup]) -> None:

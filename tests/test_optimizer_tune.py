@@ -205,3 +205,9 @@ def test_bad_tuning_input_ends_with_one_clear_line(tmp_path, capsys):
     old.set_user_attr("tune_space_version", 0)
     err = _error(base + ["--prompts", str(good), "--study-name", "old"] + storage, capsys)
     assert "search-space version 0" in err and f"is {TUNE_SPACE_VERSION}" in err
+    assert main(base + ["--prompts", str(good), "--study-name", "mine", "--confirm", "0"] + storage) == 0
+    capsys.readouterr()
+    other = tmp_path / "other.txt"
+    other.write_text("other prompts\n")
+    err = _error(base + ["--prompts", str(other), "--study-name", "mine"] + storage, capsys)  # other inputs
+    assert "other settings (inputs.prompts 3, here 1; inputs.prompts_sha1" in err

@@ -332,7 +332,7 @@ def check_quota(study: optuna.Study, number: int, n_trials: int) -> None:
         raise SurplusTrial(f"trial {number}: the study already has {n_trials} trials")
 
 
-def _record(trial: optuna.Trial, setup: Setup, total: Measurement, prompts: int) -> None:
+def _record(trial: optuna.Trial, total: Measurement, prompts: int) -> None:
     trial.set_user_attr("tokens_per_second", total.tokens_per_second)
     trial.set_user_attr("tokens_per_step", total.tokens_per_step)
     trial.set_user_attr("measured", {"tokens": total.tokens, "steps": total.steps, "seconds": total.seconds,
@@ -354,9 +354,9 @@ def trial_objective(
             if config.objective == "speed":
                 trial.report(total.tokens_per_second, prompt)
                 if trial.should_prune():
-                    _record(trial, setup, total, prompt + 1)
+                    _record(trial, total, prompt + 1)
                     raise optuna.TrialPruned(f"{total.tokens_per_second:.2f} tokens/s after {prompt + 1} prompts")
-        _record(trial, setup, total, measurer.num_prompts)
+        _record(trial, total, measurer.num_prompts)
         if config.objective == "speed":
             return total.tokens_per_second
         return total.tokens_per_second, float(len(setup.tree))

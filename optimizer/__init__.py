@@ -1,5 +1,6 @@
 """Medusa tree-topology optimiser: accuracy tables, expected length, exact optimum, Optuna search,
-latency profiles and serving-engine exports. ``python -m optimizer --help`` is its CLI.
+measured tuning (``tune``; the decoder loads only inside ``load_measurer``), latency profiles and
+serving-engine exports. ``python -m optimizer --help`` is its CLI.
 
 Works without Gradio; the explorer UI calls only the names exported here.
 """
@@ -40,15 +41,20 @@ from .profile import (
     save_latency_profile,
     tokens_per_second,
 )
+from .measure import DecoderMeasurer, load_measurer
 from .search import (
     DEFAULT_STORAGE,
+    EXACT_OBJECTIVES,
     OBJECTIVES,
+    CrossCheck,
+    ExactnessError,
     SearchConfig,
     SearchError,
     SearchProgress,
     SearchResult,
     TreeTrial,
     best_so_far,
+    cross_check,
     exact_reference,
     objective_names,
     open_study,
@@ -56,5 +62,22 @@ from .search import (
     trials_to_reach,
 )
 from .space import TreeSpace
+from .tune import (
+    TUNE_OBJECTIVES,
+    Confirmed,
+    Measurement,
+    Setup,
+    TuneConfig,
+    TuneError,
+    TuneInputs,
+    TuneProgress,
+    TuneResult,
+    TuneSpace,
+    TunedSetup,
+    confirm_fastest,
+    read_tuning_prompts,
+    run_tune,
+    starting_setups,
+)
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -232,9 +232,10 @@ def make_run(store: ModelStore):
             tree = choose_tree(tree_choice, medusa, uploaded, optimised)
             second = None
             if compare:  # checked before the first run: a bad second tree must not cost a whole run
+                first_name = tree_label(tree_choice)
                 second = SecondRun(choose_tree(compare_with, medusa, uploaded, optimised),
                                    replace(config, lookup=choose_lookup(lookup, medusa.default_lookup, compare_with)),
-                                   (tree_label(tree_choice), second_label(tree_label(tree_choice), tree_label(compare_with))))
+                                   (first_name, second_label(first_name, tree_label(compare_with))))
             with store.cpu_share(medusa) as share:
                 yield from stream_run(medusa, text, tree, config, colour_by, second, share,
                                       lambda: control.should_stop(run_id), profile)
@@ -453,6 +454,10 @@ SETTINGS_HELP = """
 - **node colour: probability**: a head's node is coloured by the probability its head gave that token (0 dark violet,
   1 yellow); the root by the model's own probability. Copied nodes stay red: they have no head probability.
 - **seed**: a whole number; the same seed and settings give the same sampled output.
+- **compare**: after the run, the same prompt runs again with the "Compare with" tree (same settings; plain decoding
+  also turns the context lookup off); a figure shows both runs' accepted depth per step, a table their speed.
+- **Why rejected** (under the tree): at the step's first wrong node, the token the model chose instead, its probability
+  and its rank in that head's list, or that it was not among the head's guesses at all.
 """
 
 PROMPT_LENGTH_JS = f"""(text) => {{
@@ -478,15 +483,15 @@ def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: g
                     run_button = gr.Button("Run", variant="primary", elem_id="run-button", scale=1)
                     stop_button = gr.Button("Stop", variant="stop", elem_id="stop-button", scale=0, min_width=70)
                     max_new_tokens = gr.Slider(1, 512, value=64, step=1, label="max new tokens", elem_id="max-new-tokens", scale=2, min_width=220)
-                    compare = gr.Checkbox(label="compare: run the prompt again with a second tree", value=False,
-                                          elem_id="compare", scale=2)
-                    compare_with = gr.Dropdown(TREE_CHOICES, value=PLAIN, label="Compare with", elem_id="compare-with",
-                                               scale=2, min_width=200)
             with gr.Column(scale=1):
                 tree_choice = gr.Dropdown(TREE_CHOICES, value=HEADS_DEFAULT, label="Candidate tree", elem_id="tree-choice")
                 tree_file = gr.UploadButton("Upload a tree (JSON file or any export)", file_types=[".json", ".txt", ".py"], type="filepath", size="sm", elem_id="tree-upload")
                 tree_info = gr.Markdown(label="tree", elem_id="tree-info")
-        with gr.Accordion("Decoding settings", open=False):
+                # Beside the run's own tree: the second tree the same prompt runs with after the run.
+                compare = gr.Checkbox(label="compare: after the run, run the same prompt with a second tree", value=False,
+                                      elem_id="compare")
+                compare_with = gr.Dropdown(TREE_CHOICES, value=PLAIN, elem_id="compare-with", label="Compare with")
+        with gr.Accordion("Decoding settings", open=False, elem_id="decoding-settings"):
             with gr.Row():
                 mode = gr.Radio(MODES, value="greedy", label="decoding", elem_id="decoding-mode",
                                 info="greedy is lossless; exact sampling keeps the model's distribution; typical is Medusa's (lossy)")
@@ -504,13 +509,13 @@ def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: g
                 gr.Markdown(SETTINGS_HELP)
         output = gr.HTML(text_html([], 4), label="Output", elem_id="output-text")
         with gr.Row():
-            with gr.Column(scale=3):
+            with gr.Column(scale=3, elem_id="step-view"):
                 tree_plot = gr.Plot(figures.empty_figure("Press Run to see each step's candidate tree"), label="Candidate tree", elem_id="tree-plot")
                 with gr.Row():
                     step_slider = gr.Slider(1, 2, value=1, step=1, label="Step (scrub after the run)", interactive=False, elem_id="step-slider", scale=3, min_width=260)
                     colour_by = gr.Radio(["depth", "probability"], value="depth", label="node colour", scale=1)
                 caption = gr.Markdown(label="step", elem_id="step-caption")
-            with gr.Column(scale=2):
+            with gr.Column(scale=2, elem_id="run-view"):
                 stats = gr.HTML(stat_cards([("tokens / step", "–"), ("tokens / s", "–")], "statistics of the run appear here"), label="statistics", elem_id="stats")
                 stats_plot = gr.Plot(figures.empty_figure("Acceptance statistics", 300), label="Acceptance", elem_id="stats-plot")
                 comparison = gr.HTML(label="comparison with a second run", elem_id="comparison")
@@ -534,8 +539,8 @@ def build_explore_tab(store: ModelStore, key_state: gr.State, optimised_state: g
         api_name="generate",
     ).success(comparison_view, inputs=[compare_state], outputs=[compare_plot], api_name="comparison")
     # The record's own slider, trees, text and stats; a refused file leaves the page as it was (status on the button).
-    record_upload.upload(make_open_trace(), inputs=[record_upload, colour_by], outputs=run_outputs, api_name="open_record",
-                         show_progress_on=[record_upload]).success(
+    record_upload.upload(make_open_trace(), inputs=[record_upload, colour_by], outputs=run_outputs,
+                         api_name="open_record", show_progress_on=[record_upload]).success(
         comparison_view, inputs=[compare_state], outputs=[compare_plot], api_visibility="private")
     # Its own slot (no concurrency limit): a Stop must not queue behind the runs it is meant to stop.
     stop_button.click(stop_run, inputs=[control_state], api_name="stop", concurrency_limit=None, show_progress="hidden")

@@ -331,13 +331,14 @@ def compare_figure(runs: Sequence[tuple[str, Sequence[int]]]) -> go.Figure:
     for (label, lengths), colour in zip(runs, COMPARE_COLOURS):
         mean = sum(lengths) / max(1, len(lengths))
         fig.add_trace(go.Scatter(
-            x=list(range(1, len(lengths) + 1)), y=list(lengths), mode="lines+markers", line_shape="hv",
+            x=list(range(1, len(lengths) + 1)), y=list(lengths), mode="lines+markers",
             name=f"{label}: {len(lengths)} steps, {mean:.2f} accepted / step", marker=dict(color=colour, size=6),
             line=dict(color=colour), hovertemplate=f"{label}<br>step %{{x}}: %{{y}} accepted<extra></extra>",
         ))
-    fig.update_layout(**base_layout("Accepted depth per step, same prompt", 300), legend=BOTTOM_LEGEND)
-    fig.update_layout(margin=dict(l=40, r=20, t=40, b=80))
-    fig.update_xaxes(title="step")
+    # The legend under the plot (the runs' names are long), so no x-axis title there: the title says "step".
+    fig.update_layout(**base_layout("Accepted depth at each step (x: step), same prompt", 320),
+                      legend=dict(BOTTOM_LEGEND, y=-0.12))
+    fig.update_layout(margin=dict(l=40, r=20, t=40, b=90))
     fig.update_yaxes(title="accepted depth", dtick=1, rangemode="tozero")
     return fig
 

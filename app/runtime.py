@@ -29,7 +29,7 @@ CSS = """
 .medusa-note { font-size: 12px; opacity: 0.7; margin-top: 4px; }
 .medusa-compare { font-size: 12px; margin-top: 6px; border-collapse: collapse; }
 .medusa-compare th, .medusa-compare td { padding: 2px 8px; text-align: right; }
-.medusa-compare th:first-child, .medusa-compare td:first-child { text-align: left; }
+.medusa-compare th:first-child, .medusa-compare td:first-child { text-align: left; white-space: nowrap; }
 """
 
 

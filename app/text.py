@@ -150,10 +150,13 @@ def drawn_caption(step: StepRecord) -> str:
     return "<br>Drawn from the model: " + "; ".join(parts)
 
 
-def outcome_text(first: GenerationRecord, second: GenerationRecord, greedy: bool, divergence: Divergence | None) -> str:
+def outcome_text(first: GenerationRecord, second: GenerationRecord, greedy: bool,
+                 divergence: Divergence | None) -> str:
     """Whether the two outputs match, and for greedy outputs that differ, where and how close the call was."""
     if first.tokens == second.tokens:
-        return "outputs identical, as greedy acceptance guarantees." if greedy else "outputs identical (sampling: not expected to match)."
+        if greedy:
+            return "outputs identical, as greedy acceptance guarantees."
+        return "outputs identical (sampling: not expected to match)."
     if not greedy:
         return "outputs differ (sampling: not expected to match)."
     if divergence is None:
@@ -169,7 +172,8 @@ def mean_accepted(record: GenerationRecord) -> float:
 
 def comparison_table(rows: Sequence[tuple[str, GenerationRecord]]) -> str:
     """One row per run: tokens per step, accepted depth per step, speed, steps and seconds."""
-    head = "".join(f"<th>{h}</th>" for h in ("run", "tokens / step", "accepted depth / step", "tokens / s", "steps", "seconds"))
+    titles = ("run", "tokens / step", "accepted depth / step", "tokens / s", "steps", "seconds")
+    head = "".join(f"<th>{h}</th>" for h in titles)
     body = "".join(
         f"<tr><td>{html.escape(label)}</td><td>{r.tokens_per_step:.2f}</td><td>{mean_accepted(r):.2f}</td>"
         f"<td>{r.tokens_per_second:.1f}</td><td>{r.num_steps}</td><td>{r.seconds:.2f}</td></tr>"
@@ -178,8 +182,9 @@ def comparison_table(rows: Sequence[tuple[str, GenerationRecord]]) -> str:
     return f'<table class="medusa-compare"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def comparison_html(first: GenerationRecord, second: GenerationRecord, greedy: bool, divergence: Divergence | None = None,
-                    first_label: str = "Medusa", second_label: str = "plain decoding") -> str:
+def comparison_html(first: GenerationRecord, second: GenerationRecord, greedy: bool,
+                    divergence: Divergence | None = None, first_label: str = "Medusa",
+                    second_label: str = "plain decoding") -> str:
     """The run against a second run of the same prompt (plain decoding or another tree): speed-up,
     a table of both runs, and whether the outputs match."""
     speedup = first.tokens_per_second / second.tokens_per_second if second.tokens_per_second > 0 else 0.0

@@ -70,7 +70,7 @@ def rank_in_head(step: StepRecord, head: int, choice: Choice, wrong: Sequence[No
 def rejected_list(wrong: Sequence[Node]) -> str:
     def one(node: Node) -> str:
         if from_heads(node.source):
-            return f"{quoted(node.text)} (rank {node.rank}, p={node.prob:.2f})"
+            return f"{quoted(node.text)} (rank {node.rank}, head's p={node.prob:.2f})"
         return f"{quoted(node.text)} (copied from the context)"
 
     return ", ".join(one(n) for n in wrong)

@@ -85,7 +85,8 @@ def expected_reason(steps: list[dict], s: int) -> str:
 def test_why_rejected_shows_the_models_choice_its_probability_and_rank_for_every_step(client):
     record = record_of(run(client))
     steps = record["steps"]
-    assert len(steps) >= 3 and all(len(s["head_topk"]) == 3 and len(s["head_topk"][0]) == 2 for s in steps)  # 2 wide, 3 deep
+    # full-2x3 is 2 wide and 3 deep: each step drafted from 3 heads' top-2 lists
+    assert len(steps) >= 3 and all(len(s["head_topk"]) == 3 and len(s["head_topk"][0]) == 2 for s in steps)
     for s in range(len(steps)):
         caption = caption_of(client, s + 1)
         assert caption.startswith(f"**Step {s + 1} of {len(steps)}**") and "**Why rejected**" in caption

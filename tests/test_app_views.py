@@ -36,7 +36,7 @@ def root_step(token: int, text: str, prob: float) -> StepRecord:
 
 def test_the_models_choice_its_probability_and_its_rank_in_the_heads_list():
     text = why_rejected([tree_step([0]), root_step(13, " cow", 0.42)], 0)
-    assert "' cat' (rank 0, p=0.60), ' dog' (rank 1, p=0.30)" in text  # the rejected guesses
+    assert "' cat' (rank 0, head's p=0.60), ' dog' (rank 1, head's p=0.30)" in text  # the rejected guesses
     assert "the model chose **' cow'** (model probability 0.42)" in text
     assert "rank 2 in head 1's list" in text and "drafts only ranks 0, 1" in text
 

@@ -83,10 +83,15 @@ def screenshot():
     class Screenshot:
         enabled = bool(folder)
 
-        def __call__(self, page, name: str) -> None:
+        def __call__(self, page, name: str, selector: str | None = None) -> None:
+            """The whole page, or only the element `selector` (a view inside a long page)."""
             if folder:
                 page.mouse.move(0, 0)  # no hover labels or plot toolbars in the picture
                 Path(folder).mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+                path = str(Path(folder) / f"{name}.png")
+                if selector:
+                    page.locator(selector).first.screenshot(path=path)
+                else:
+                    page.screenshot(path=path, full_page=True)
 
     return Screenshot()

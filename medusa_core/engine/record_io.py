@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from itertools import pairwise
 from typing import Any
 
 from medusa_core.engine.records import GENERATION_FORMAT, GenerationRecord, Node, StepRecord
@@ -60,7 +61,7 @@ def _check_tree(nodes: list[Node], accepted: list[int], where: str) -> None:
             raise RecordFormatError(f"{where}: node {i} has parent {node.parent}, not an earlier node")
     if not accepted or accepted[0] != 0:
         raise RecordFormatError(f"{where}: the accepted path must start at the root (node 0)")
-    for prev, node in zip(accepted, accepted[1:]):
+    for prev, node in pairwise(accepted):
         if not 0 <= node < len(nodes) or nodes[node].parent != prev:
             raise RecordFormatError(f"{where}: the accepted path {accepted} is not a path of the tree")
 

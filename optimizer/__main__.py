@@ -352,11 +352,13 @@ def _confirm(args: argparse.Namespace, measurer: DecoderMeasurer, result: TuneRe
     """Speed: the fastest few setups measured again in interleaved rounds; the fastest median wins."""
     if args.objective != "speed" or args.confirm == 0:
         return ()
-    confirmed = confirm_fastest(measurer, result.study_name, args.storage, args.confirm, args.confirm_rounds)
+    default = measurer.default_setup
+    confirmed = confirm_fastest(measurer, result.study_name, args.storage, args.confirm, args.confirm_rounds, default)
     print(f"confirmed over {args.confirm_rounds} interleaved rounds: trial, its tokens/s, rounds' median (min-max)")
     for c in confirmed:
+        note = "  the heads' default" if c.tuned.setup == default else ""
         print(f"  {c.tuned.number:5d}  {c.tuned.tokens_per_second:8.2f}  {c.tokens_per_second:8.2f} "
-              f"({min(c.rounds):.2f}-{max(c.rounds):.2f})")
+              f"({min(c.rounds):.2f}-{max(c.rounds):.2f}){note}")
     print(f"chosen: trial {confirmed[0].tuned.number}")
     return confirmed
 
@@ -420,7 +422,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
         } | ({"pareto_front": [{"nodes": len(p.setup.tree), "tokens_per_second": p.tokens_per_second,
                                 "tokens_per_step": p.tokens_per_step, "trial": p.number} for p in result.front]}
              if args.objective == "pareto" else {}) | ({"confirmation": [
-                 {"trial": c.tuned.number, "trial_tokens_per_second": c.tuned.tokens_per_second,
+                 {"trial": c.tuned.number, "heads_default": c.tuned.setup == measurer.default_setup,
+                  "trial_tokens_per_second": c.tuned.tokens_per_second,
                   "rounds_tokens_per_second": list(c.rounds), "median_tokens_per_second": c.tokens_per_second}
                  for c in confirmed]} if confirmed else {})
         save_tree_file(args.out, best.setup.tree, measurer.num_heads, args.top_k, meta, best.setup.lookup)

@@ -450,12 +450,13 @@ def measure_all(measurer: Measurer, setup: Setup) -> Measurement:
     return total
 
 
-def confirm_fastest(measurer: Measurer, study_name: str, storage: str, candidates: int, rounds: int
-                    ) -> tuple[Confirmed, ...]:
-    """The ``candidates`` fastest distinct setups of the study measured again, ``rounds`` times each,
-    round by round, so that a machine's drift (other jobs, clocks) hits them alike; the fastest
-    median first. One trial's figure is one sample of a noisy machine: the best of many samples is
-    biased upwards, a median of interleaved rounds is not."""
+def confirm_fastest(measurer: Measurer, study_name: str, storage: str, candidates: int, rounds: int,
+                    reference: Setup | None = None) -> tuple[Confirmed, ...]:
+    """The ``candidates`` fastest distinct setups of the study, and ``reference`` (the heads' default)
+    when the study measured it, measured again ``rounds`` times each, round by round, so that a
+    machine's drift (other jobs, clocks) hits them alike; the fastest median first. One trial's
+    figure is one sample of a noisy machine: the best of many samples is biased upwards, a median
+    of interleaved rounds is not, and the reference is what the winner has to beat."""
     if candidates < 1 or rounds < 1:
         raise TuneError(f"--confirm needs candidates and rounds >= 1, got {candidates} and {rounds}")
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
@@ -466,6 +467,8 @@ def confirm_fastest(measurer: Measurer, study_name: str, storage: str, candidate
             chosen.append(tuned)
         if len(chosen) == candidates:
             break
+    if reference is not None and reference not in [c.setup for c in chosen]:
+        chosen += [t for t in map(_tuned, complete) if t.setup == reference][:1]
     speeds: list[list[float]] = [[] for _ in chosen]
     for _ in range(rounds):
         for speed, tuned in zip(speeds, chosen):

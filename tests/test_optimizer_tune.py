@@ -127,6 +127,10 @@ def test_confirmation_measures_the_fastest_distinct_setups_again_in_interleaved_
     assert speeds == sorted(speeds, reverse=True)
     for c in confirmed:  # the fake machine does not drift: every round measures what the trial measured
         assert c.rounds == pytest.approx((c.tuned.tokens_per_second,) * 2)
+    slowest = min((c.tuned for c in confirm_fastest(FakeMeasurer(), "c", config.storage, 8, 1)),
+                  key=lambda t: t.tokens_per_second)
+    with_reference = confirm_fastest(FakeMeasurer(), "c", config.storage, 1, 1, reference=slowest.setup)
+    assert [c.tuned.setup for c in with_reference][1:] == [slowest.setup]  # the default is measured beside the best
 
 
 def test_a_pareto_study_gives_the_front_of_speed_against_nodes(tmp_path):
@@ -163,12 +167,15 @@ def test_tune_decodes_with_the_real_decoder_and_writes_the_fastest_setup(tmp_pat
     study = optuna.load_study(study_name="t", storage=storage)
     best = study.trials[meta["trial"]]
     assert meta["source"] == "optimizer tune" and meta["trials"] == 6 and meta["study"] == "t"
-    confirmation = meta["confirmation"]  # the two fastest trials again, 2 rounds each; the faster median chosen
-    assert len(confirmation) == 2 and confirmation[0]["trial"] == meta["trial"]
-    assert {c["trial_tokens_per_second"] for c in confirmation} == set(sorted(
-        (t.value for t in study.trials if t.state == TrialState.COMPLETE), reverse=True)[:2])
+    # the two fastest trials again, and the heads' default (trial 0), 2 rounds each; the fastest median chosen
+    confirmation = meta["confirmation"]
+    assert confirmation[0]["trial"] == meta["trial"]
+    fastest = sorted((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: -t.value)[:2]
+    assert {c["trial"] for c in confirmation} == {t.number for t in fastest} | {0}
+    assert [c["heads_default"] for c in confirmation].count(True) == 1
     assert meta["measured_tokens_per_second"] == confirmation[0]["median_tokens_per_second"]
-    assert confirmation[0]["median_tokens_per_second"] >= confirmation[1]["median_tokens_per_second"]
+    medians = [c["median_tokens_per_second"] for c in confirmation]
+    assert medians == sorted(medians, reverse=True)
     assert all(len(c["rounds_tokens_per_second"]) == 2 for c in confirmation)
     assert confirmation[0]["trial_tokens_per_second"] == pytest.approx(best.value)
     assert meta["measured_tokens_per_step"] == best.user_attrs["tokens_per_step"] >= 1.0

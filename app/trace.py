@@ -8,7 +8,7 @@ The loaded model is not needed: a run saved on a GPU Space opens on a laptop wit
 from __future__ import annotations
 
 from medusa_core import GenerationRecord
-from medusa_core.engine.record_io import RecordFormatError, read_record
+from medusa_core import RecordFormatError, read_record
 
 from .inputs import InputError, upload_text
 from .names import display_name

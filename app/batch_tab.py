@@ -3,6 +3,7 @@ throughput against batch size measured on this device."""
 
 from __future__ import annotations
 
+import html
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -82,7 +83,9 @@ def rows_html(records: list[GenerationRecord | None], texts: list[str]) -> str:
         record = records[i] if i < len(records) else None
         figure = (f" — {len(record.tokens)} tokens in {record.num_steps} steps ({record.tokens_per_step:.2f}/step)"
                   if record else "")
-        parts.append(f"**Row {i + 1}**{figure}\n\n{text or '…'}")
+        # as HTML, so an answer that starts "1." stays text rather than becoming a Markdown list
+        body = html.escape(text) if text else "…"
+        parts.append(f"**Row {i + 1}**{figure}\n\n<div style='white-space: pre-wrap'>{body}</div>")
     return "\n\n".join(parts)
 
 

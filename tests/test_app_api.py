@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -12,10 +11,11 @@ pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from app import ModelStore, build_app, launch_kwargs, load_key  # noqa: E402
+from app import ModelStore  # noqa: E402
 from app import optimise as app_optimise  # noqa: E402
 from medusa_core import DecodeConfig, generate  # noqa: E402
 from optimizer import FORMATS, import_tree  # noqa: E402
+from app_server import record_of, value  # noqa: E402
 
 # gradio's own Dataframe code trips pandas 3 deprecation warnings; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
@@ -28,22 +28,6 @@ PUBLIC_ENDPOINTS = {
 TOKENS = 6
 
 
-@pytest.fixture(scope="module")
-def server():
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    store = ModelStore(load_key)
-    store.get()
-    demo = build_app(store=store)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs())
-    yield url, store
-    demo.close()
-
-
-@pytest.fixture
-def client(server):
-    return Client(server[0], verbose=False)
-
-
 def plain_tokens(store: ModelStore, prompt: str, tokens: int = TOKENS) -> list[int]:
     return generate(store.get(), prompt, [], DecodeConfig(max_new_tokens=tokens)).tokens
 
@@ -53,18 +37,9 @@ def run(client: Client, prompt: str, **settings) -> tuple:
     return client.predict(**args, api_name="/generate")
 
 
-def record_of(outputs: tuple) -> dict:
-    return json.loads(Path(value(outputs[-1])).read_text())
-
-
 def plot_traces(plot: dict) -> list[dict]:
     assert plot["type"] == "plotly"
     return json.loads(plot["plot"])["data"]
-
-
-def value(output):
-    """A component update (a dict from gradio_client) or a plain value -> the value."""
-    return output["value"] if isinstance(output, dict) and "__type__" in output else output
 
 
 def upload(tmp_path: Path, name: str, content: str) -> dict:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -14,41 +13,17 @@ pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from app import ModelStore, build_app, launch_kwargs, load_key  # noqa: E402
 from app import explore as app_explore  # noqa: E402
 from app import optimise as app_optimise  # noqa: E402
 from app.acceptance import HEADS_SOURCES  # noqa: E402
 from app.text import END_MARK  # noqa: E402
 from medusa_core import DecodeConfig, generate  # noqa: E402
+from app_server import record_of, value  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
 
 ROOT = Path(__file__).resolve().parent.parent
 REPEATING = "Repeat this sentence twice: the red fox jumps over the lazy dog."
-
-
-@pytest.fixture(scope="module")
-def server():
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    store = ModelStore(load_key)
-    store.get()
-    demo = build_app(store=store)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs())
-    yield url, store
-    demo.close()
-
-
-@pytest.fixture
-def client(server):
-    return Client(server[0], verbose=False)
-
-
-def value(output):
-    return output["value"] if isinstance(output, dict) and "__type__" in output else output
-
-
-def record_of(outputs: tuple) -> dict:
-    return json.loads(Path(value(outputs[-1])).read_text())
 
 
 def plot_traces(plot: dict) -> list[dict]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
-from pathlib import Path
 
 import pytest
 
@@ -13,36 +11,12 @@ pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from app import ModelStore, build_app, launch_kwargs, load_key  # noqa: E402
 from medusa_core import DecodeConfig, generate  # noqa: E402
+from app_server import record_of, value  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
 
 PROMPT = "Name three colours."
-
-
-@pytest.fixture(scope="module")
-def server():
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    store = ModelStore(load_key)
-    store.get()
-    demo = build_app(store=store)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs())
-    yield url, store
-    demo.close()
-
-
-@pytest.fixture
-def client(server):
-    return Client(server[0], verbose=False)
-
-
-def value(output):
-    return output["value"] if isinstance(output, dict) and "__type__" in output else output
-
-
-def record_of(outputs: tuple) -> dict:
-    return json.loads(Path(value(outputs[-1])).read_text())
 
 
 def plot_traces(plot: dict) -> list[dict]:

@@ -4,35 +4,17 @@ from __future__ import annotations
 
 import html
 import json
-import os
 
 import pytest
 
 pytest.importorskip("gradio")
-from gradio_client import Client  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from app import ModelStore, build_app, launch_kwargs, load_key  # noqa: E402
 from medusa_core import DecodeConfig, generate  # noqa: E402
+
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
 PROMPTS = ["Name three colours.", "What is 2+2?", "Say hello in French."]
-
-
-@pytest.fixture(scope="module")
-def server():
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    store = ModelStore(load_key)
-    store.get()
-    demo = build_app(store=store)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs())
-    yield url, store
-    demo.close()
-
-
-@pytest.fixture
-def client(server):
-    return Client(server[0], verbose=False)
 
 
 def traces(plot: dict) -> list[dict]:

@@ -102,45 +102,29 @@ def verify_tree(
     )[0]
 
 
-def commit_kv(cache: DynamicCache, prefix_len: int, accepted: Sequence[int]) -> None:
-    """One row: keep only the accepted nodes' KV entries, packed right after the prefix.
-
-    Accepted node ids increase along a path, so copying them down in order never overwrites an
-    entry that is still to be read. A path of nodes 0, 1, 2, ... (the root alone, or a chain
-    accepted from its start) is in place already.
-    """
-    new_len = prefix_len + len(accepted)
-    if list(accepted) != list(range(len(accepted))):
-        keep = torch.tensor(accepted, device=cache.layers[0].keys.device) + prefix_len  # [A]
-        for layer in cache.layers:
-            keep = keep.to(layer.keys.device)  # layers may sit on several devices (device_map)
-            layer.keys[:, :, prefix_len:new_len] = layer.keys[:, :, keep]  # [B, kv_heads, A, d_head]
-            layer.values[:, :, prefix_len:new_len] = layer.values[:, :, keep]
-    cache.crop(new_len - cache.get_seq_length())  # a negative count: entries to drop
-
-
 def commit_rows(cache: DynamicCache, lengths: Sequence[int], accepted: Sequence[Sequence[int]]) -> list[int]:
     """Per row, move the accepted nodes' entries to right after that row's own entries; returns the
     new lengths. The tree sat after the longest row; rows that accepted fewer nodes (or started
-    shorter) keep padding after theirs, masked from then on, and the cache is cut to the longest."""
+    shorter) keep padding after theirs, masked from then on, and the cache is cut to the longest.
+    A row of the longest length whose path is nodes 0, 1, 2, ... (the root alone, or a chain
+    accepted from its start) is in place already; when every row is, nothing moves."""
     tree_start = max(lengths)  # the cache's length before the pass: every commit cuts it to the longest row
-    if len(lengths) == 1:
-        commit_kv(cache, tree_start, accepted[0])
-        return [tree_start + len(accepted[0])]
     new_lengths = [n + len(a) for n, a in zip(lengths, accepted)]
     if any(n != tree_start or list(a) != list(range(len(a))) for n, a in zip(lengths, accepted)):
         width = max(len(a) for a in accepted)
         # Short paths repeat their last entry; those copies land past the row's new length (padding).
         src = [[tree_start + a[min(i, len(a) - 1)] for i in range(width)] for a in accepted]  # [B, A]
         dst = [[n + i for i in range(width)] for n in lengths]  # [B, A]
+        device = cache.layers[0].keys.device
+        rows = torch.arange(len(lengths), device=device)[:, None]  # [B, 1]
+        src_t, dst_t = torch.tensor(src, device=device), torch.tensor(dst, device=device)
         for layer in cache.layers:
-            device = layer.keys.device  # layers may sit on several devices (device_map)
-            rows = torch.arange(len(lengths), device=device)[:, None]  # [B, 1]
-            src_t, dst_t = torch.tensor(src, device=device), torch.tensor(dst, device=device)
+            # layers may sit on several devices (device_map): a no-op move for the usual one
+            rows, src_t, dst_t = (t.to(layer.keys.device) for t in (rows, src_t, dst_t))
             # Gather everything first, then write: a row's sources and destinations may overlap.
             layer.keys[rows, :, dst_t] = layer.keys[rows, :, src_t]  # [B, A, kv_heads, d_head]
             layer.values[rows, :, dst_t] = layer.values[rows, :, src_t]
-    cache.crop(max(new_lengths) - cache.get_seq_length())
+    cache.crop(max(new_lengths) - cache.get_seq_length())  # a negative count: entries to drop
     return new_lengths
 
 

@@ -85,7 +85,7 @@ def start_rows(
         ids = list(prompt_ids[i]) if prompt_ids is not None else encode_prompt(base.tokenizer, prompt, config.chat)
         check_prompt_fits(len(ids), base.context_length, max_depth)
         seed = config.seed if seeds is None else seeds[i]
-        rows.append(Row(i, prompt, ids, seed, torch.Generator().manual_seed(seed), list(ids)))
+        rows.append(Row(i, prompt, ids, seed, torch.Generator().manual_seed(seed)))
     return rows
 
 
@@ -144,7 +144,6 @@ def stream_rows(
         for b, row in enumerate(rows):
             drafted_from = row.state.head_tokens
             tokens = [result.trees[b].tokens[i] for i in result.accepted[b]]
-            row.in_cache.extend(tokens)
             emitted, row.stop = stop_in(tokens, base.eos_token_ids, config.max_new_tokens - len(row.out))
             row.out.extend(emitted)
             row.state = result.next_states[b]

@@ -102,7 +102,6 @@ class Row:
     ids: list[int]
     seed: int
     generator: torch.Generator
-    in_cache: list[int]  # token ids whose KV entries the cache holds for this row
     state: RowState | None = None
     out: list[int] = field(default_factory=list)
     steps: list[StepRecord] = field(default_factory=list)
@@ -217,7 +216,8 @@ class Decoding:
 
     def draft(self, row: Row) -> MergedTree:
         state = row.state
-        ctx = DraftContext(row.in_cache + [state.root], state.head_tokens, state.head_probs)
+        # While a row decodes, every accepted token is emitted: its cache holds the prompt and the output.
+        ctx = DraftContext(row.ids + row.out + [state.root], state.head_tokens, state.head_probs)
         return merge_drafts(state.root, state.root_prob, [d.draft(ctx) for d in self.drafters])
 
     def step(self, cache: DynamicCache, rows: Sequence[Row]) -> StepResult:

@@ -74,16 +74,26 @@ def _write_tree(
         Path(path).write_text(export_tree(tree, fmt, table.num_heads) + "\n")
 
 
-def _tqdm_progress(enabled: bool, total: int) -> tuple[Callable[[SearchProgress], None], Callable[[], None]]:
-    bar = tqdm(total=total, desc="trials", unit="trial", disable=not enabled, file=sys.stderr)
+def _trials_bar(desc: str, enabled: bool, total: int) -> tuple[Callable[[int, str | None], None], Callable[[], None]]:
+    """A tqdm bar of finished trials with the best so far: (update(done, best text or None), close)."""
+    bar = tqdm(total=total, desc=desc, unit="trial", disable=not enabled, file=sys.stderr)
 
-    def update(progress: SearchProgress) -> None:
-        bar.n = progress.completed
-        if progress.best_value is not None:
-            bar.set_postfix(best=f"{progress.best_value:.4f}", refresh=False)
+    def update(done: int, best: str | None) -> None:
+        bar.n = done
+        if best is not None:
+            bar.set_postfix(best=best, refresh=False)
         bar.refresh()
 
     return update, bar.close
+
+
+def _tqdm_progress(enabled: bool, total: int) -> tuple[Callable[[SearchProgress], None], Callable[[], None]]:
+    update, close = _trials_bar("trials", enabled, total)
+
+    def report(progress: SearchProgress) -> None:
+        update(progress.completed, None if progress.best_value is None else f"{progress.best_value:.4f}")
+
+    return report, close
 
 
 def _profile_for(args: argparse.Namespace) -> LatencyProfile | None:
@@ -295,15 +305,13 @@ def cmd_profile(args: argparse.Namespace) -> None:
 
 
 def _tune_progress(enabled: bool, total: int) -> tuple[Callable[[TuneProgress], None], Callable[[], None]]:
-    bar = tqdm(total=total, desc="tune", unit="trial", disable=not enabled, file=sys.stderr)
+    update, close = _trials_bar("tune", enabled, total)
 
-    def update(progress: TuneProgress) -> None:
-        bar.n = progress.finished
-        if progress.best_tokens_per_second is not None:
-            bar.set_postfix(best=f"{progress.best_tokens_per_second:.2f} tok/s", refresh=False)
-        bar.refresh()
+    def report(progress: TuneProgress) -> None:
+        best = progress.best_tokens_per_second
+        update(progress.finished, None if best is None else f"{best:.2f} tok/s")
 
-    return update, bar.close
+    return report, close
 
 
 def worker_argv(args: argparse.Namespace, index: int) -> list[str]:

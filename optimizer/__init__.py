@@ -42,6 +42,7 @@ from .profile import (
     tokens_per_second,
 )
 from .measure import DecoderMeasurer, load_measurer
+from .predict import Prediction, predict_setup
 from .search import (
     DEFAULT_STORAGE,
     EXACT_OBJECTIVES,

@@ -64,6 +64,7 @@ from .search import (
 )
 from .space import TreeSpace
 from .tune import (
+    MAX_LOOKUP_TOKENS,
     TUNE_OBJECTIVES,
     Confirmed,
     Measurement,
@@ -78,7 +79,9 @@ from .tune import (
     confirm_fastest,
     read_tuning_prompts,
     run_tune,
+    save_tuned_tree,
     starting_setups,
+    tune_result,
 )
 
 __all__ = [name for name in dir() if not name.startswith("_")]

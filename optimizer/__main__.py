@@ -52,6 +52,7 @@ from .tune import (
     confirm_fastest,
     read_tuning_prompts,
     run_tune,
+    save_tuned_tree,
     starting_setups,
 )
 
@@ -408,33 +409,10 @@ def cmd_tune(args: argparse.Namespace) -> None:
         raise TuneError(f"{len(failed)} of the extra workers failed (their errors are above)")
     _print_tune(result, args.objective)
     confirmed = _confirm(args, measurer, result)
-    best = confirmed[0].tuned if confirmed else result.best
     if args.out:
-        meta = {
-            "source": "optimizer tune",
-            "objective": args.objective,
-            "measured_tokens_per_second": confirmed[0].tokens_per_second if confirmed else best.tokens_per_second,
-            "measured_tokens_per_step": best.tokens_per_step,
-            "prompts": args.prompts,
-            "prompts_count": len(prompts),
-            "max_new_tokens": args.max_new_tokens,
-            "machine": measurer.machine(),
-            "measured_by": best.worker,
-            "model": inputs.model,
-            "heads": inputs.heads,
-            "budget": args.budget,
-            "trials": result.finished,
-            "trial": best.number,
-            "study": result.study_name,
-            "created": _now(),
-        } | ({"pareto_front": [{"nodes": len(p.setup.tree), "tokens_per_second": p.tokens_per_second,
-                                "tokens_per_step": p.tokens_per_step, "trial": p.number} for p in result.front]}
-             if args.objective == "pareto" else {}) | ({"confirmation": [
-                 {"trial": c.tuned.number, "heads_default": c.tuned.setup == measurer.default_setup,
-                  "trial_tokens_per_second": c.tuned.tokens_per_second,
-                  "rounds_tokens_per_second": list(c.rounds), "median_tokens_per_second": c.tokens_per_second}
-                 for c in confirmed]} if confirmed else {})
-        save_tree_file(args.out, best.setup.tree, measurer.num_heads, args.top_k, meta, best.setup.lookup)
+        save_tuned_tree(args.out, result, inputs, measurer.num_heads, args.top_k, objective=args.objective,
+                        budget=args.budget, prompts=args.prompts, machine=measurer.machine(), confirmed=confirmed,
+                        default=measurer.default_setup, created=_now())
         print(f"wrote {args.out}")
 
 

@@ -30,6 +30,7 @@ import statistics
 import time
 import warnings
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Literal, Protocol, Sequence
 
@@ -37,7 +38,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from medusa_core.spec.lookup import LookupConfig
-from medusa_core.spec.trees import TreeError, load_tree_with_lookup, validate_tree
+from medusa_core.spec.trees import TreeError, load_tree_with_lookup, save_tree_file, validate_tree
 
 from .accuracy import AccuracyTable, load_accuracy_table
 from .exact import exact_optimum
@@ -475,3 +476,57 @@ def confirm_fastest(measurer: Measurer, study_name: str, storage: str, candidate
             speed.append(measure_all(measurer, tuned.setup).tokens_per_second)
     confirmed = [Confirmed(tuned, tuple(speed)) for tuned, speed in zip(chosen, speeds)]
     return tuple(sorted(confirmed, key=lambda c: -c.tokens_per_second))
+
+
+# the tree file ------------------------------------------------------------------------------
+def save_tuned_tree(
+    path: str | Path,
+    result: TuneResult,
+    inputs: TuneInputs,
+    num_heads: int,
+    top_k: int,
+    *,
+    objective: str,
+    budget: int,
+    prompts: str,
+    machine: dict[str, Any],
+    confirmed: Sequence[Confirmed] = (),
+    default: Setup | None = None,
+    created: str | None = None,
+) -> TunedSetup:
+    """Write the tuned winner (the confirmed fastest when ``confirmed``, else the fastest trial) as a
+    tree file with its lookup and, in ``meta``, what it was measured on; returns the winner.
+
+    ``prompts`` names where the tuning prompts came from (a file, or the app), ``default`` is the
+    heads' default setup (flagged in the confirmation).
+    """
+    best = confirmed[0].tuned if confirmed else result.best
+    meta: dict[str, Any] = {
+        "source": "optimizer tune",
+        "objective": objective,
+        "measured_tokens_per_second": confirmed[0].tokens_per_second if confirmed else best.tokens_per_second,
+        "measured_tokens_per_step": best.tokens_per_step,
+        "prompts": prompts,
+        "prompts_count": len(inputs.prompts),
+        "max_new_tokens": inputs.max_new_tokens,
+        "machine": machine,
+        "measured_by": best.worker,
+        "model": inputs.model,
+        "heads": inputs.heads,
+        "budget": budget,
+        "trials": result.finished,
+        "trial": best.number,
+        "study": result.study_name,
+        "created": created or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if objective == "pareto":
+        meta["pareto_front"] = [{"nodes": len(p.setup.tree), "tokens_per_second": p.tokens_per_second,
+                                 "tokens_per_step": p.tokens_per_step, "trial": p.number} for p in result.front]
+    if confirmed:
+        meta["confirmation"] = [
+            {"trial": c.tuned.number, "heads_default": c.tuned.setup == default,
+             "trial_tokens_per_second": c.tuned.tokens_per_second,
+             "rounds_tokens_per_second": list(c.rounds), "median_tokens_per_second": c.tokens_per_second}
+            for c in confirmed]
+    save_tree_file(path, best.setup.tree, num_heads, top_k, meta, best.setup.lookup)
+    return best

@@ -5,7 +5,10 @@ that head h's rank-k token equals the base model's greedy token at that offset. 
 head are disjoint events, so a row sums to at most 1 (its top-k accuracy). Optionally the table
 carries ``ranks``: one vector per recorded position with the rank of the true token at every head
 (-1, or any value >= top_k, when it was not in that head's top-k). Those vectors feed the
-empirical replay in :mod:`optimizer.expected_length`.
+empirical replay in :mod:`optimizer.expected_length`. With ranks a table may also carry
+``segments`` (positions per calibration prompt, in order: a prompt's positions are consecutive
+states of one greedy answer, which the decoding walk replays) and ``lookups``: per n-gram range,
+what a context lookup would have drafted at every position and how much of it was right.
 """
 
 from __future__ import annotations
@@ -29,6 +32,44 @@ class AccuracyError(ValueError):
 
 
 @dataclass(frozen=True)
+class LookupOutcomes:
+    """Per recorded position: the chain a context lookup with this n-gram range drafts there
+    (``proposed`` tokens, 0 without a match, at most ``max_tokens``) and how many of its leading
+    tokens equal the answer's next tokens (``right`` <= ``proposed``). A lookup of L <= max_tokens
+    tokens drafts min(proposed, L) and is right for min(right, L): the match does not depend on L."""
+
+    min_ngram: int
+    max_ngram: int
+    max_tokens: int
+    proposed: np.ndarray = field(repr=False)  # [positions] int
+    right: np.ndarray = field(repr=False)  # [positions] int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_ngram <= self.max_ngram or self.max_tokens < 1:
+            raise AccuracyError(f"lookup outcomes need 1 <= min_ngram <= max_ngram and max_tokens >= 1, got "
+                                f"{self.min_ngram}, {self.max_ngram}, {self.max_tokens}")
+        proposed, right = (np.asarray(a, dtype=np.int64).reshape(-1) for a in (self.proposed, self.right))
+        if proposed.shape != right.shape:
+            raise AccuracyError(f"lookup outcomes: {len(proposed)} 'proposed' but {len(right)} 'right' values")
+        if ((right < 0) | (right > proposed) | (proposed > self.max_tokens)).any():
+            raise AccuracyError("lookup outcomes need 0 <= right <= proposed <= max_tokens at every position")
+        for name, array in (("proposed", proposed), ("right", right)):
+            array.flags.writeable = False
+            object.__setattr__(self, name, array)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"min_ngram": self.min_ngram, "max_ngram": self.max_ngram, "max_tokens": self.max_tokens,
+                "proposed": self.proposed.tolist(), "right": self.right.tolist()}
+
+
+def lookup_outcomes_from_json(data: object) -> LookupOutcomes:
+    if not isinstance(data, dict) or not {"min_ngram", "max_ngram", "max_tokens", "proposed", "right"} <= set(data):
+        raise AccuracyError("each 'lookups' entry needs min_ngram, max_ngram, max_tokens, proposed and right")
+    return LookupOutcomes(int(data["min_ngram"]), int(data["max_ngram"]), int(data["max_tokens"]),
+                          np.asarray(data["proposed"]), np.asarray(data["right"]))
+
+
+@dataclass(frozen=True)
 class AccuracyTable:
     """Per-head, per-rank acceptance probabilities, validated on construction.
 
@@ -42,6 +83,8 @@ class AccuracyTable:
     samples: int = 0
     ranks: np.ndarray | None = field(default=None, compare=False, repr=False)
     source: str = ""
+    segments: tuple[int, ...] = ()  # positions per calibration prompt (sum = len(ranks)); () = unknown
+    lookups: tuple[LookupOutcomes, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "acc", _checked_acc(self.acc))
@@ -52,6 +95,17 @@ class AccuracyTable:
                 raise AccuracyError(f"heads is {self.heads} but acc has {len(self.acc)} rows")
         if self.ranks is not None:
             object.__setattr__(self, "ranks", _checked_ranks(self.ranks, len(self.acc), self.top_k))
+        positions = 0 if self.ranks is None else len(self.ranks)
+        segments = tuple(int(n) for n in self.segments)
+        if segments and (min(segments) < 0 or sum(segments) != positions):
+            raise AccuracyError(f"segments must be counts >= 0 adding up to the {positions} ranked positions, "
+                                f"got {len(segments)} adding up to {sum(segments)}")
+        object.__setattr__(self, "segments", segments)
+        for outcomes in self.lookups:
+            if len(outcomes.proposed) != positions:
+                raise AccuracyError(f"lookup outcomes ({outcomes.min_ngram}-{outcomes.max_ngram}-grams) cover "
+                                    f"{len(outcomes.proposed)} positions, the ranks {positions}")
+        object.__setattr__(self, "lookups", tuple(self.lookups))
 
     @property
     def num_heads(self) -> int:
@@ -72,6 +126,10 @@ class AccuracyTable:
         array.flags.writeable = False
         return array
 
+    def lookup_outcomes(self, min_ngram: int, max_ngram: int) -> LookupOutcomes | None:
+        """The recorded outcomes of a lookup with this n-gram range; None when not recorded."""
+        return next((o for o in self.lookups if (o.min_ngram, o.max_ngram) == (min_ngram, max_ngram)), None)
+
     def top_k_accuracy(self) -> np.ndarray:
         """Cumulative accuracy [heads, top_k]: entry [h, k] = P(true token within head h's top-(k+1))."""
         return np.cumsum(self.acc_array, axis=1)
@@ -89,6 +147,10 @@ class AccuracyTable:
             data["ranks"] = self.ranks.tolist()
         if self.source:
             data["source"] = self.source
+        if self.segments:
+            data["segments"] = list(self.segments)
+        if self.lookups:
+            data["lookups"] = [o.to_json() for o in self.lookups]
         return data
 
 
@@ -159,6 +221,8 @@ def table_from_json(data: object) -> AccuracyTable:
         samples=data.get("samples", len(data.get("ranks") or [])),
         ranks=data.get("ranks"),
         source=str(data.get("source", "")),
+        segments=tuple(data.get("segments") or ()),
+        lookups=tuple(lookup_outcomes_from_json(o) for o in data.get("lookups") or ()),
     )
     declared_top_k = data.get("top_k", table.top_k)
     if declared_top_k != table.top_k:

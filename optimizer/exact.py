@@ -23,8 +23,19 @@ Greedy stops being exact when the feasible set is not "any prefix-closed set": v
 trees (every node of a level has children of ranks 0..c-1). Those are few (one per branching
 vector within the budget), so their optimum is found by scoring every one of them.
 
-The speed objective ``E(T) / latency(|T| + 1)`` depends on T only through E and the size, so its
-optimum is the best tree of the size N that maximises ``E*(N) / latency(N + 1)``: also exact.
+With a context lookup the replay's node values stop being monotone (see
+:mod:`optimizer.expected_length`), so greedy is no longer exact. The problem is still "choose a
+prefix-closed set of at most N nodes with the largest sum of values", a tree knapsack: a dynamic
+programme over the trie of recorded rank prefixes (nodes no position reaches are worth 0 and
+need not be considered) gives the optimum for every N exactly (:func:`knapsack_candidates`).
+
+Speed. With a format-1 latency profile the objective ``E(T) / latency(|T| + 1)`` depends on T only
+through E and the size: its optimum is the best tree of the size N maximising
+``E*(N) / latency(N + 1)``, exact. The decoder's step cost (format 2) also grows with the heads'
+depth D (heads computed down to it) and the internal nodes: for every depth limit D the best tree
+of each size within it is found exactly as above and priced at depth D, so the optimum is exact
+for the cost's size and depth terms; the internal-node term is priced on those trees as they are
+(a cheaper tree of equal E with fewer internal nodes is not searched for).
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ from typing import Callable, Literal
 
 import numpy as np
 
+from medusa_core.spec.lookup import LookupConfig
 from medusa_core.spec.trees import validate_tree
 
 from .accuracy import AccuracyTable
@@ -67,15 +79,19 @@ class _Candidates:
     lengths: np.ndarray  # [m] expected length of the best tree of that size
     tree_at: Callable[[int], tuple[Path_, ...]]  # index into sizes -> that tree
 
-    def curve(self, budget: int) -> np.ndarray:
-        best = np.ones(budget + 1)  # [budget + 1]; the empty tree gives 1 token per step
+    def curve(self, budget: int, empty: float = 1.0) -> np.ndarray:
+        best = np.full(budget + 1, empty)  # [budget + 1]; the empty tree's tokens per step
         best[self.sizes] = np.maximum(best[self.sizes], self.lengths)
         return np.maximum.accumulate(best)
 
 
-def greedy_order(scorer: TreeScorer, max_nodes: int) -> tuple[tuple[Path_, ...], np.ndarray]:
-    """The first ``max_nodes`` nodes in the optimal order (see module docstring) and their values."""
-    top_k, max_depth = scorer.table.top_k, scorer.table.num_heads
+def greedy_order(
+    scorer: TreeScorer, max_nodes: int, max_depth: int | None = None
+) -> tuple[tuple[Path_, ...], np.ndarray]:
+    """The first ``max_nodes`` nodes in the optimal order (see module docstring) and their values;
+    ``max_depth`` (default: every head) limits the tree's depth."""
+    top_k = scorer.table.top_k
+    max_depth = scorer.table.num_heads if max_depth is None else min(max_depth, scorer.table.num_heads)
     frontier: list[tuple[float, int, Path_]] = []
 
     def push_children(parent: Path_) -> None:
@@ -96,11 +112,78 @@ def greedy_order(scorer: TreeScorer, max_nodes: int) -> tuple[tuple[Path_, ...],
     return tuple(order), np.array(values)
 
 
-def _greedy_candidates(scorer: TreeScorer, budget: int) -> _Candidates:
-    order, values = greedy_order(scorer, budget)
+def _greedy_candidates(scorer: TreeScorer, budget: int, max_depth: int | None = None) -> _Candidates:
+    order, values = greedy_order(scorer, budget, max_depth)
     sizes = np.arange(len(order) + 1)
-    lengths = 1.0 + np.concatenate([[0.0], np.cumsum(values)])
+    lengths = 1.0 + scorer.lookup_tokens_per_step + np.concatenate([[0.0], np.cumsum(values)])
     return _Candidates(sizes, lengths, lambda index: order[: sizes[index]])
+
+
+def recorded_prefixes(scorer: TreeScorer, max_depth: int) -> list[Path_]:
+    """Every rank prefix (depth <= max_depth) some recorded position reaches: the nodes worth > 0."""
+    assert scorer.table.ranks is not None
+    found: set[Path_] = set()
+    for vector in scorer.table.ranks[:, :max_depth].tolist():
+        for depth, rank in enumerate(vector, start=1):
+            if rank < 0:
+                break
+            found.add(tuple(vector[:depth]))
+    return sorted(found, key=lambda p: (len(p), p))
+
+
+def merge_child(best: np.ndarray, child: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Max-plus convolution of a node's best sums by size with a child's; sizes above ``cap``
+    dropped. Returns the merged sums and, per total size, how many nodes the child gave."""
+    width = min(len(best) + len(child) - 1, cap + 1)
+    merged = np.full(width, -np.inf)
+    taken = np.zeros(width, dtype=np.int64)
+    for j in range(min(len(child), width)):
+        n = min(len(best), width - j)
+        candidate = best[:n] + child[j]  # total sizes j .. j + n - 1
+        better = candidate > merged[j : j + n]
+        merged[j : j + n][better] = candidate[better]
+        taken[j : j + n][better] = j
+    return merged, taken
+
+
+def knapsack_candidates(scorer: TreeScorer, budget: int, max_depth: int | None = None) -> _Candidates:
+    """Exact best tree of every size up to ``budget`` for any node values (a tree knapsack over
+    the recorded prefixes, children merged into parents deepest first)."""
+    depth_limit = scorer.table.num_heads if max_depth is None else min(max_depth, scorer.table.num_heads)
+    nodes = recorded_prefixes(scorer, depth_limit)
+    values = dict(zip(nodes, scorer.node_values(nodes).tolist())) if nodes else {}
+    children: dict[Path_, list[Path_]] = {}
+    for node in nodes:
+        children.setdefault(node[:-1], []).append(node)
+    best: dict[Path_, np.ndarray] = {}
+    choices: dict[Path_, list[tuple[Path_, np.ndarray]]] = {}
+    for node in [*reversed(nodes), ()]:
+        sums = np.array([0.0]) if node == () else np.array([-np.inf, values[node]])  # [size + 1]
+        steps = []
+        for child in children.get(node, []):
+            sums, taken = merge_child(sums, best.pop(child), budget)
+            steps.append((child, taken))
+        if node != ():
+            sums[0] = 0.0  # the node and its subtree left out
+        best[node], choices[node] = sums, steps
+
+    def tree_of(size: int) -> tuple[Path_, ...]:
+        chosen: list[Path_] = []
+        pending = [((), size)]
+        while pending:
+            node, total = pending.pop()  # total counts the node itself (the root: nothing)
+            if node != ():
+                chosen.append(node)
+            for child, taken in reversed(choices[node]):
+                if total < len(taken) and taken[total] > 0:
+                    pending.append((child, int(taken[total])))
+                    total -= int(taken[total])
+        return tuple(sorted(chosen, key=lambda p: (len(p), p)))
+
+    sums = best[()]
+    sizes = np.flatnonzero(np.isfinite(sums))
+    lengths = 1.0 + scorer.lookup_tokens_per_step + sums[sizes]
+    return _Candidates(sizes, lengths, lambda index: tree_of(int(sizes[index])))
 
 
 def _product_candidates(scorer: TreeScorer, budget: int) -> _Candidates:
@@ -117,20 +200,40 @@ def _product_candidates(scorer: TreeScorer, budget: int) -> _Candidates:
     return _Candidates(sizes[chosen], lengths[chosen], lambda index: trees[chosen[index]])
 
 
-def _candidates(table: AccuracyTable, budget: int, model: str, engine: str) -> tuple[_Candidates, LengthModel]:
+def _candidates(
+    scorer: TreeScorer, budget: int, engine: str, max_depth: int | None = None
+) -> _Candidates:
+    """The best tree of each size (within ``max_depth``): greedy when the node values are
+    monotone, the knapsack when a lookup makes them not; vLLM's product trees scored one by one."""
     check_engine_budget(engine, budget)
-    length_model = resolve_length_model(table, model)
-    scorer = TreeScorer(table, length_model)
     if check_engine(engine) == "vllm":
-        return _product_candidates(scorer, budget), length_model
-    return _greedy_candidates(scorer, budget), length_model
+        return _product_candidates(scorer, budget)
+    if scorer.lookup is not None:
+        return knapsack_candidates(scorer, budget, max_depth)
+    return _greedy_candidates(scorer, budget, max_depth)
+
+
+def _scorer(table: AccuracyTable, model: str, lookup: LookupConfig | None) -> TreeScorer:
+    return TreeScorer(table, resolve_length_model(table, model), lookup)
+
+
+def mean_chain(scorer: TreeScorer) -> float:
+    """Mean lookup chain drafted per position (what a step verifies beside the tree)."""
+    if scorer.lookup is None:
+        return 0.0
+    outcomes = scorer.table.lookup_outcomes(scorer.lookup.min_ngram, scorer.lookup.max_ngram)
+    assert outcomes is not None  # the scorer checked
+    return float(np.minimum(outcomes.proposed, scorer.lookup.tokens).mean()) if len(outcomes.proposed) else 0.0
 
 
 def exact_optimum(
-    table: AccuracyTable, budget: int, model: str = "independence", engine: str = "none"
+    table: AccuracyTable, budget: int, model: str = "independence", engine: str = "none",
+    lookup: LookupConfig | None = None,
 ) -> ExactOptimum:
-    """The tree of at most ``budget`` nodes with the largest expected length (exact), and E(N)."""
-    candidates, length_model = _candidates(table, budget, model, engine)
+    """The tree of at most ``budget`` nodes with the largest expected length (exact), and E(N);
+    with ``lookup``, tokens per step of the tree and that lookup together."""
+    scorer = _scorer(table, model, lookup)
+    candidates, length_model = _candidates(scorer, budget, engine), scorer.model
     best = int(np.argmax(candidates.lengths))
     length = float(candidates.lengths[best])
     return ExactOptimum(
@@ -138,7 +241,7 @@ def exact_optimum(
         expected_length=length,
         value=length,
         objective="length",
-        curve=candidates.curve(budget),
+        curve=candidates.curve(budget, 1.0 + scorer.lookup_tokens_per_step),
         model=length_model,
         engine=engine,
     )
@@ -150,17 +253,31 @@ def speed_optimum(
     budget: int,
     model: str = "independence",
     engine: str = "none",
+    lookup: LookupConfig | None = None,
 ) -> ExactOptimum:
-    """The tree of at most ``budget`` nodes with the highest predicted tokens per second (exact)."""
-    candidates, length_model = _candidates(table, budget, model, engine)
-    speeds = candidates.lengths / profile.latencies(candidates.sizes + 1)
-    best = int(np.argmax(speeds))
+    """The tree of at most ``budget`` nodes with the highest predicted tokens per second (see the
+    module docstring for what is exact with the decoder's step cost); with ``lookup``, of the tree
+    and that lookup together."""
+    scorer = _scorer(table, model, lookup)
+    chain = mean_chain(scorer)
+    depths = [None] if not profile.has_step_model or engine == "vllm" else range(table.num_heads + 1)
+    best_speed, best_tree, best_length, curve = -np.inf, (), 1.0, None
+    for depth in depths:
+        candidates = _candidates(scorer, budget, engine, depth)
+        if depth is None or depth == table.num_heads:
+            curve = candidates.curve(budget, 1.0 + scorer.lookup_tokens_per_step)
+        for index, length in enumerate(candidates.lengths):
+            tree = candidates.tree_at(index)
+            speed = float(length) / profile.step_seconds(tree, chain, lookup is not None)
+            if speed > best_speed:
+                best_speed, best_tree, best_length = speed, tree, float(length)
+    assert curve is not None
     return ExactOptimum(
-        tree=validate_tree(candidates.tree_at(best)),
-        expected_length=float(candidates.lengths[best]),
-        value=float(speeds[best]),
+        tree=validate_tree(best_tree),
+        expected_length=best_length,
+        value=best_speed,
         objective="speed",
-        curve=candidates.curve(budget),
-        model=length_model,
+        curve=curve,
+        model=scorer.model,
         engine=engine,
     )

@@ -19,6 +19,13 @@ probability that node p lies on the accepted path.
   of ``v``. Averaging over positions gives ``w(p)`` = fraction of positions whose rank vector
   starts with p. :func:`replay_accepted` computes the per-position figure directly.
 
+With a context lookup of L tokens (empirical replay only; the table records per position the
+lookup's right length l): the step keeps the longer of the tree's path and the lookup's chain, so
+it accepts max(a, l'), l' = min(l, L). That is l' + #{tree nodes p on the path with |p| > l'},
+still node-additive: ``E = 1 + mean(l') + sum of w'(p)``, w'(p) = fraction of positions whose rank
+vector starts with p and whose l' < |p|. But w' is no longer monotone (a depth-2 node can beat
+its parent when lookups are often right for one token), which :mod:`optimizer.exact` handles.
+
 Nodes a table does not cover (rank >= top_k, or depth > number of heads) get ``w = 0``: the
 figure is then a lower bound. In both models ``w(child) <= w(parent)``, which is what makes the
 greedy optimum of :mod:`optimizer.exact` exact.
@@ -32,6 +39,7 @@ from typing import Iterable, Literal, Sequence
 
 import numpy as np
 
+from medusa_core.spec.lookup import LookupConfig
 from medusa_core.spec.trees import validate_tree
 
 from .accuracy import AccuracyTable
@@ -70,9 +78,36 @@ class TreeScorer:
 
     table: AccuracyTable
     model: LengthModel = "independence"
+    lookup: LookupConfig | None = None  # the context lookup verified beside the tree (empirical only)
 
     def __post_init__(self) -> None:
         resolve_length_model(self.table, self.model)
+        if self.lookup is not None:
+            self.lookup_right  # validates
+
+    @cached_property
+    def lookup_right(self) -> np.ndarray:
+        """[P] tokens the lookup gets right at each recorded position (zeros without a lookup)."""
+        positions = len(self.table.ranks) if self.table.ranks is not None else 0
+        if self.lookup is None:
+            return np.zeros(positions, dtype=np.int64)
+        if self.model != "empirical":
+            raise LengthModelError("a context lookup is scored by the empirical replay only")
+        outcomes = self.table.lookup_outcomes(self.lookup.min_ngram, self.lookup.max_ngram)
+        if outcomes is None:
+            raise LengthModelError(
+                f"the accuracy table records no lookup outcomes for {self.lookup.min_ngram}-{self.lookup.max_ngram}"
+                "-token matches: calibrate again (python -m medusa_core calibrate records them)")
+        if self.lookup.tokens > outcomes.max_tokens:
+            raise LengthModelError(f"the table records lookup chains up to {outcomes.max_tokens} tokens, "
+                                   f"not {self.lookup.tokens}")
+        return np.minimum(outcomes.right, self.lookup.tokens)
+
+    @cached_property
+    def lookup_tokens_per_step(self) -> float:
+        """mean(l'): what the lookup alone adds to every step."""
+        right = self.lookup_right
+        return float(right.mean()) if len(right) else 0.0
 
     @cached_property
     def _base(self) -> int:
@@ -101,7 +136,9 @@ class TreeScorer:
         """Sorted unique prefix codes of the recorded rank vectors and their frequencies."""
         assert self.table.ranks is not None
         codes = self._codes(self.table.ranks)  # [P, H]
-        unique, counts = np.unique(codes[codes >= 0], return_counts=True)
+        depth = np.arange(1, codes.shape[1] + 1)  # [H]
+        beyond_lookup = depth[None, :] > self.lookup_right[:, None]  # [P, H]
+        unique, counts = np.unique(codes[(codes >= 0) & beyond_lookup], return_counts=True)
         return unique, counts / len(self.table.ranks)
 
     def node_values(self, paths: Sequence[Sequence[int]]) -> np.ndarray:
@@ -134,7 +171,7 @@ class TreeScorer:
     def expected_length(self, paths: Iterable[Sequence[int]]) -> float:
         """E = 1 + sum of node values (tokens per step); the tree is validated first."""
         tree = validate_tree(paths)
-        return 1.0 + float(self.node_values(tree).sum())
+        return 1.0 + self.lookup_tokens_per_step + float(self.node_values(tree).sum())
 
     def expected_lengths(self, trees: Sequence[Iterable[Sequence[int]]], validate: bool = True) -> np.ndarray:
         """E for many trees at once (one vectorised pass over all their nodes).
@@ -145,7 +182,7 @@ class TreeScorer:
         checked = [validate_tree(t) for t in trees] if validate else [tuple(map(tuple, t)) for t in trees]
         owners = np.repeat(np.arange(len(checked)), [len(t) for t in checked])
         values = self.node_values([p for t in checked for p in t])
-        return 1.0 + np.bincount(owners, weights=values, minlength=len(checked))
+        return 1.0 + self.lookup_tokens_per_step + np.bincount(owners, weights=values, minlength=len(checked))
 
     def replay_accepted(self, paths: Iterable[Sequence[int]]) -> np.ndarray:
         """Accepted nodes per recorded position (empirical model): longest rank-vector prefix in the tree."""
@@ -157,7 +194,7 @@ class TreeScorer:
         tree_codes = self._codes(rank_matrix([p for p in tree if len(p) <= width], width))
         members = np.unique(tree_codes[tree_codes >= 0])
         position_codes = self._codes(self.table.ranks)  # [P, H]
-        return np.isin(position_codes, members).sum(axis=1)  # [P]
+        return np.maximum(np.isin(position_codes, members).sum(axis=1), self.lookup_right)  # [P]
 
 
 def expected_length(paths: Iterable[Sequence[int]], table: AccuracyTable, model: str = "independence") -> float:

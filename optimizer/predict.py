@@ -16,12 +16,14 @@ from medusa_core.spec.trees import validate_tree
 from .accuracy import AccuracyTable
 from .expected_length import TreeScorer, resolve_length_model
 from .profile import LatencyProfile
+from .walk import walk
 
 
 @dataclass(frozen=True)
 class Prediction:
     tokens_per_step: float
     seconds_per_step: float | None  # None without a latency profile
+    length_model: str  # "walk" (the decoding walk over the table's answers) or a position-average model
 
     @property
     def tokens_per_second(self) -> float | None:
@@ -35,8 +37,18 @@ def predict_setup(
     lookup: LookupConfig | None = None,
     model: str = "auto",
 ) -> Prediction:
-    """Tokens per step and seconds per step of decoding with ``tree`` and ``lookup``."""
+    """Tokens per step and seconds per step of greedy decoding with ``tree`` and ``lookup``.
+
+    ``auto``: the decoding walk when the table records its answers' positions (``segments``),
+    else the position average (``empirical`` or ``independence``). Seconds come from the step's
+    cost model with the lookup chain the walk drafted (the full chain without a walk)."""
     paths = validate_tree(tree)
-    length = TreeScorer(table, resolve_length_model(table, model)).expected_length(paths)
-    tokens = len(paths) + 1 + (lookup.tokens if lookup else 0)
-    return Prediction(length, None if profile is None else profile.latency(tokens))
+    if model in ("auto", "walk") and table.has_ranks and table.segments:
+        result = walk(table, paths, lookup)
+        length, chain, name = result.tokens_per_step, result.chain, "walk"
+    else:
+        name = resolve_length_model(table, model)
+        length = TreeScorer(table, name, lookup).expected_length(paths)
+        chain = float(lookup.tokens) if lookup else 0.0
+    seconds = None if profile is None else profile.step_seconds(paths, chain, lookup is not None)
+    return Prediction(length, seconds, name)

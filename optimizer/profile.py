@@ -7,6 +7,13 @@ root) to seconds, measured on one device for one model, and is saved as JSON
 divided by the latency of a pass over its nodes plus the root. A profile of batch size B times
 passes over B rows, each with a tree of that size (`batch_size` absent: 1); a row's speed is then
 the same ratio, and the batch's throughput B times it.
+
+Format 2 (``"medusa-latency/2"``, measured through the decoder's own step by
+:mod:`optimizer.step_cost`) adds the step's cost model: ``pass_seconds`` (a verification pass per
+token count in ``sizes``) and the fitted ``depth_seconds`` (per head computed),
+``internal_seconds`` (per node projected) and ``lookup_seconds`` (the lookup search);
+:meth:`LatencyProfile.step_seconds` prices a whole step from them. Its ``seconds`` are that
+model's cost of breadth-first 4-ary trees, so callers that know only a token count still compare.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-LATENCY_FORMAT = "medusa-latency/1"
+LATENCY_FORMAT = "medusa-latency/2"
+LATENCY_FORMATS = ("medusa-latency/1", LATENCY_FORMAT)
 DEFAULT_SIZES: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8, 12, 16, 24, 32, 48, 64, 80, 96, 112, 128)
 
 
@@ -41,6 +49,11 @@ class LatencyProfile:
     prefix_len: int = 0
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
     batch_size: int = 1  # rows in each timed pass
+    # The decoder step's cost model (format 2); empty pass_seconds: a format-1 profile, tokens only.
+    pass_seconds: tuple[float, ...] = ()
+    depth_seconds: float = 0.0
+    internal_seconds: float = 0.0
+    lookup_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if int(self.batch_size) < 1:
@@ -55,6 +68,29 @@ class LatencyProfile:
             raise ProfileError(f"seconds must be finite and > 0, got {list(seconds)}")
         object.__setattr__(self, "sizes", sizes)
         object.__setattr__(self, "seconds", seconds)
+        passes = tuple(float(s) for s in self.pass_seconds)
+        if passes and len(passes) != len(sizes):
+            raise ProfileError(f"pass_seconds needs one value per size, got {len(passes)} for {len(sizes)}")
+        terms = (*passes, self.depth_seconds, self.internal_seconds, self.lookup_seconds)
+        if not all(math.isfinite(float(t)) for t in terms):
+            raise ProfileError("the step cost model's terms must be finite")
+        object.__setattr__(self, "pass_seconds", passes)
+
+    @property
+    def has_step_model(self) -> bool:
+        """Whether the profile prices depth, internal nodes and the lookup (format 2), not just tokens."""
+        return bool(self.pass_seconds)
+
+    def step_seconds(self, tree: Sequence[Sequence[int]], chain: float = 0.0, lookup: bool | None = None) -> float:
+        """Seconds of one decoding step with this heads' tree and a lookup chain of ``chain``
+        tokens (a mean over steps may be fractional); ``lookup`` (default: chain > 0) says whether
+        the lookup search ran. A format-1 profile prices the token count only."""
+        tokens, depth, internal = step_features(tree, chain)
+        if not self.has_step_model:
+            return self.latency(tokens)
+        searched = chain > 0 if lookup is None else lookup
+        return float(np.interp(tokens, self.sizes, self.pass_seconds) + self.depth_seconds * depth
+                     + self.internal_seconds * internal + (self.lookup_seconds if searched else 0.0))
 
     def latencies(self, tokens: np.ndarray | Sequence[float]) -> np.ndarray:
         """Seconds per pass for each token count: linear interpolation between measured sizes,
@@ -71,8 +107,10 @@ class LatencyProfile:
         return float(self.latencies([tokens])[0])
 
     def to_json(self) -> dict[str, Any]:
+        model = {"pass_seconds": list(self.pass_seconds), "depth_seconds": self.depth_seconds,
+                 "internal_seconds": self.internal_seconds, "lookup_seconds": self.lookup_seconds}
         return {
-            "format": LATENCY_FORMAT,
+            "format": LATENCY_FORMAT if self.has_step_model else LATENCY_FORMATS[0],
             "sizes": list(self.sizes),
             "seconds": list(self.seconds),
             "device": self.device,
@@ -81,7 +119,17 @@ class LatencyProfile:
             "prefix_len": self.prefix_len,
             "batch_size": self.batch_size,
             "meta": dict(self.meta),
-        }
+        } | (model if self.has_step_model else {})
+
+
+def step_features(tree: Sequence[Sequence[int]], chain: float = 0.0) -> tuple[float, int, float]:
+    """(tokens verified, heads' depth, internal nodes) of a step: the root, the tree's nodes and a
+    lookup chain of ``chain`` tokens under the root; every chain token but the last has a child,
+    and the root has children whenever anything is drafted."""
+    paths = [tuple(p) for p in tree]
+    parents = {p[:-1] for p in paths} | ({()} if chain > 0 else set())
+    internal = max(len(parents), 1) + max(chain - 1, 0.0)
+    return 1 + len(paths) + chain, max((len(p) for p in paths), default=0), internal
 
 
 def tokens_per_second(expected_length: float, nodes: int, profile: LatencyProfile) -> float:
@@ -92,8 +140,8 @@ def tokens_per_second(expected_length: float, nodes: int, profile: LatencyProfil
 def profile_from_json(data: object) -> LatencyProfile:
     if not isinstance(data, dict):
         raise ProfileError("a latency profile must be a JSON object")
-    if data.get("format") != LATENCY_FORMAT:
-        raise ProfileError(f"latency profile format is {data.get('format')!r}, expected {LATENCY_FORMAT!r}")
+    if data.get("format") not in LATENCY_FORMATS:
+        raise ProfileError(f"latency profile format is {data.get('format')!r}, expected one of {list(LATENCY_FORMATS)}")
     if not isinstance(data.get("sizes"), list) or not isinstance(data.get("seconds"), list):
         raise ProfileError("a latency profile needs 'sizes' and 'seconds' lists")
     return LatencyProfile(
@@ -105,6 +153,10 @@ def profile_from_json(data: object) -> LatencyProfile:
         prefix_len=int(data.get("prefix_len", 0)),
         meta=dict(data.get("meta", {})),
         batch_size=int(data.get("batch_size", 1)),
+        pass_seconds=tuple(data.get("pass_seconds") or ()),
+        depth_seconds=float(data.get("depth_seconds", 0.0)),
+        internal_seconds=float(data.get("internal_seconds", 0.0)),
+        lookup_seconds=float(data.get("lookup_seconds", 0.0)),
     )
 
 

@@ -5,7 +5,7 @@ import torch
 
 from medusa_core.bench.latency import tree_forward_fn, tree_of_size
 from medusa_core.spec.trees import validate_tree
-from tiny_models import medusa_of, random_heads, tiny_base
+from tiny_models import VOCAB, medusa_of, random_heads, tiny_base
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 6, 22])
@@ -38,3 +38,18 @@ def test_a_batched_forward_verifies_every_row_and_restores_the_cache(monkeypatch
     for n in (1, 7, 7):
         forward(n)
     assert shapes == [(2, 3, 40)] * 2  # both 7-token passes: depth-2 heads over the 3 rows
+
+
+def test_a_decoder_step_runs_every_profile_shape_batched_or_not():
+    from medusa_core.bench.latency import decoder_step_fn, planted_prefix
+    from medusa_core.spec.lookup import LookupConfig, find_continuation
+    from optimizer.step_cost import StepShape, profile_shapes
+
+    ids, root = planted_prefix(VOCAB, 30, torch.Generator().manual_seed(0))
+    assert len(find_continuation(ids + [root], LookupConfig(16, 3, 3))) == 16  # a long chain at every step
+    medusa = medusa_of(tiny_base("qwen2"), random_heads(3), list(range(40)))
+    for batch in (1, 2):
+        step = decoder_step_fn(medusa, prefix_len=30, batch_size=batch)
+        for shape in profile_shapes((1, 2, 6, 12), 3, 4) + [StepShape(((0,), (1,)), 8)]:
+            step(shape)
+            step(shape)

@@ -88,6 +88,10 @@ class StubTokenizer:
     eos_token_id = None
     pad_token_id = 0
 
+    def __call__(self, text):
+        """Space-separated token ids: what a test prompt spells."""
+        return {"input_ids": [int(word) for word in text.split()]}
+
     def batch_decode(self, rows):
         return [" ".join(f"<{i}>" for i in row) for row in rows]
 

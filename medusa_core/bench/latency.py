@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import torch
 
 from medusa_core.engine.buffers import build_tree_buffers
-from medusa_core.engine.step import head_topk, propose_logits
+from medusa_core.engine.config import DecodeConfig
+from medusa_core.engine.loop import trace_nodes
+from medusa_core.engine.step import Decoding, Row, head_topk, propose_logits
 from medusa_core.modeling.logits import final_logits
 from medusa_core.modeling.device import synchronize
 from medusa_core.modeling.models import BaseModel, MedusaModel, heads_spec_if_any, load_base_model, load_medusa
-from medusa_core.engine.verify import prefill_rows, verify_rows
+from medusa_core.engine.verify import commit_rows, prefill_rows, verify_rows
+from medusa_core.spec.lookup import LookupConfig
 from medusa_core.engine.buffers import TreeBuffers
 from medusa_core.spec.trees import full_tree
 
@@ -84,3 +88,76 @@ def make_tree_forward(
         "batch_size": batch_size,
     }
     return tree_forward_fn(model, prefix_len, batch_size=batch_size), info
+
+
+def planted_prefix(vocab: int, prefix_len: int, gen: torch.Generator) -> tuple[list[int], int]:
+    """Random tokens whose last two, with the returned root, repeat the first three: a context
+    lookup then finds a long chain at every step, so a profile can time chains of any length."""
+    body = torch.randint(0, vocab, (max(prefix_len - 2, 24),), generator=gen).tolist()
+    return body + body[:2], body[2]
+
+
+def decoder_step_fn(medusa: MedusaModel, prefix_len: int = 200, seed: int = 0, batch_size: int = 1) -> Callable:
+    """step(shape) runs one decoder step as `generate` runs it (draft, verify, accept, read the
+    next roots, commit, trace) for `batch_size` rows over a prefix_len-token cache, with the
+    shape's tree and a lookup chain of `shape.chain` tokens, then puts the cache back."""
+    from optimizer.step_cost import StepShape  # the shapes' owner; torch-free
+
+    base = medusa.base
+    gen = torch.Generator().manual_seed(seed)
+    prefixes = [planted_prefix(base.vocab_size, prefix_len, gen) for _ in range(batch_size)]
+    with torch.inference_mode():
+        cache, hidden = prefill_rows(base.model, [ids for ids, _ in prefixes])  # [B, d]
+        root_logits = final_logits(base.model, hidden)  # [B, V]
+    length = len(prefixes[0][0])
+    prepared: dict[StepShape, tuple[Decoding, list[Row]]] = {}
+
+    def prepare(shape: StepShape) -> tuple[Decoding, list[Row]]:
+        lookup = LookupConfig(shape.chain, 3, 3) if shape.chain else None
+        decoding = Decoding(medusa, shape.tree, DecodeConfig(trace_text=False, lookup=lookup))
+        rows = [Row(b, "", ids, 0, torch.Generator()) for b, (ids, _) in enumerate(prefixes)]
+        states = decoding.read_next(rows, hidden, root_logits, [length] * batch_size)
+        for row, state, (_, root) in zip(rows, states, prefixes):
+            row.state = dataclasses.replace(state, root=root)
+        return decoding, rows
+
+    def step(shape: StepShape) -> None:
+        if shape not in prepared:
+            with torch.inference_mode():
+                prepared[shape] = prepare(shape)
+        decoding, rows = prepared[shape]
+        with torch.inference_mode():
+            result = decoding.step(cache, rows)
+            commit_rows(cache, [length] * len(rows), result.accepted)
+            for b in range(len(rows)):
+                trace_nodes(medusa, result.trees[b], result.layouts[b], False)
+            cache.crop(length - cache.get_seq_length())
+        synchronize(base.device)
+
+    return step
+
+
+def make_decoder_step(
+    model_spec: str | None, device: str = "auto", dtype: str = "auto", prefix_len: int = 200, batch_size: int = 1
+) -> tuple[Callable, dict]:
+    """The profile's decoder step for a model and its heads ($MEDUSA_HEADS, or the default model's
+    shipped heads); info also says the heads' count and the widest top-k they propose."""
+    heads = heads_spec_if_any(None, model_spec)
+    if not heads:
+        raise ValueError("a decoder-step profile needs heads: set $MEDUSA_HEADS or use a model with shipped heads")
+    medusa = load_medusa(model_spec, heads, device, dtype)
+    base = medusa.base
+    info = {
+        "model": base.model_id,
+        "heads": medusa.heads_name,
+        "device": str(base.device),
+        "device_name": torch.cuda.get_device_name(base.device) if base.device.type == "cuda" else "cpu",
+        "dtype": str(base.dtype).removeprefix("torch."),
+        "threads": torch.get_num_threads(),
+        "prefix_len": prefix_len,
+        "batch_size": batch_size,
+        "num_heads": medusa.num_heads,
+        "top_k": min(PROPOSAL_TOP_K, medusa.proposal.size if medusa.proposal else PROPOSAL_TOP_K),
+        "timed": "decoder step",
+    }
+    return decoder_step_fn(medusa, prefix_len, batch_size=batch_size), info

@@ -1,0 +1,165 @@
+"""A decoding step's cost, measured through the decoder's own step: tokens, depth, internal nodes, lookup.
+
+A step of the decoder (medusa_core.engine.step) costs one verification pass over every token it
+verifies (the root, the heads' tree, the lookup chain), the heads' proposals down to the tree's
+depth (a shallow tree skips the deep heads), the base model's output projection at every node
+with children (leaves are projected only when the accepted path ends there), and the host-side
+lookup search. So the cost model is
+
+    seconds = pass(tokens) + depth_seconds * depth + internal_seconds * internal + lookup_seconds * [lookup]
+
+with ``pass`` a measured curve over token counts and the three slopes fitted by least squares to
+steps of many shapes: for every size, trees of every depth, wide (few internal nodes) and narrow
+(many), and steps with a lookup chain. Every round times every shape once, so drift in the
+machine's speed hits all shapes alike. Torch-free: the timed step comes from the caller.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from medusa_core.spec.trees import Path_
+
+from .profile import DEFAULT_SIZES, LatencyProfile, ProfileError, step_features
+
+PROBE_LOOKUP_TOKENS = 8  # the lookup chain of the shapes that measure the lookup's own cost
+WIDE, NARROW = 10, 2  # branching of the two shapes per (size, depth): few and many internal nodes
+
+
+@dataclass(frozen=True)
+class StepShape:
+    """One timed step: the heads' tree and the length of the lookup chain verified beside it."""
+
+    tree: tuple[Path_, ...]
+    chain: int = 0
+
+    @property
+    def features(self) -> tuple[float, int, float]:
+        return step_features(self.tree, self.chain)
+
+
+def shaped_tree(nodes: int, depth: int, branching: int) -> tuple[Path_, ...] | None:
+    """``nodes`` nodes reaching exactly ``depth``: the rank-0 chain, then breadth-first fill of the
+    ``branching``-ary tree of that depth; None when it holds fewer nodes."""
+    if nodes < depth or (depth == 0 and nodes):
+        return None
+    chain = [(0,) * d for d in range(1, depth + 1)]
+    tree, seen = list(chain), set(chain)
+    level: list[Path_] = [()]
+    for _ in range(depth):
+        level = [p + (r,) for p in level for r in range(branching)]
+        for path in level:
+            if len(tree) == nodes:
+                break
+            if path not in seen:
+                tree.append(path)
+                seen.add(path)
+    return tuple(sorted(tree, key=lambda p: (len(p), p))) if len(tree) == nodes else None
+
+
+def profile_shapes(sizes: Sequence[int], num_heads: int, top_k: int) -> list[StepShape]:
+    """The shapes a step profile times: per size, every depth in a wide and a narrow tree, and
+    trees with a lookup chain beside them."""
+    shapes: list[StepShape] = []
+    for size in sizes:
+        nodes = size - 1
+        if nodes == 0:
+            shapes.append(StepShape(()))
+        for depth in range(1, num_heads + 1):
+            for branching in dict.fromkeys((min(WIDE, top_k), min(NARROW, top_k))):
+                tree = shaped_tree(nodes, depth, branching)
+                if tree is not None and StepShape(tree) not in shapes:
+                    shapes.append(StepShape(tree))
+        chain = min(PROBE_LOOKUP_TOKENS, nodes - 1)
+        tree = shaped_tree(nodes - chain, 1, top_k) if chain >= 1 else None
+        if tree is not None:
+            shapes.append(StepShape(tree, chain))
+    return shapes
+
+
+def fit_step_cost(shapes: Sequence[StepShape], seconds: Sequence[float]) -> dict[str, Any]:
+    """Least-squares fit of the cost model: the pass curve at each token count timed and the three slopes."""
+    features = np.array([s.features for s in shapes], dtype=np.float64)  # [n, 3]
+    sizes = sorted({int(t) for t in features[:, 0]})
+    column = {size: i for i, size in enumerate(sizes)}
+    design = np.zeros((len(shapes), len(sizes) + 3))  # [n, sizes + depth + internal + lookup]
+    for row, (shape, (tokens, depth, internal)) in enumerate(zip(shapes, features)):
+        design[row, column[int(tokens)]] = 1.0
+        design[row, len(sizes):] = (depth, internal, 1.0 if shape.chain else 0.0)
+    if np.linalg.matrix_rank(design) < design.shape[1]:
+        raise ProfileError("the profile's shapes cannot separate depth, internal nodes and lookup: time more sizes")
+    solution, *_ = np.linalg.lstsq(design, np.asarray(seconds, dtype=np.float64), rcond=None)
+    residual = design @ solution - np.asarray(seconds)
+    return {
+        "sizes": sizes,
+        "pass_seconds": solution[: len(sizes)].tolist(),
+        "depth_seconds": float(solution[-3]),
+        "internal_seconds": float(solution[-2]),
+        "lookup_seconds": float(solution[-1]),
+        "fit_relative_error": float(np.median(np.abs(residual) / np.asarray(seconds))),
+    }
+
+
+def measure_step_profile(
+    step: Callable[[StepShape], None],
+    num_heads: int,
+    top_k: int,
+    sizes: Sequence[int] = DEFAULT_SIZES,
+    repeats: int = 7,
+    warmup: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+    info: Mapping[str, Any] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> LatencyProfile:
+    """Time ``step(shape)`` (one decoder step, synchronised) for every shape, ``repeats`` rounds
+    of all shapes after ``warmup`` untimed calls each; the profile holds the fitted cost model."""
+    if repeats < 1 or warmup < 0:
+        raise ProfileError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    shapes = profile_shapes(sizes, num_heads, top_k)
+    for shape in shapes:
+        for _ in range(warmup):
+            step(shape)
+    times: list[list[float]] = [[] for _ in shapes]
+    for done in range(1, repeats + 1):
+        for i, shape in enumerate(shapes):
+            start = clock()
+            step(shape)
+            times[i].append(clock() - start)
+        if progress is not None:
+            progress(done, repeats)
+    medians = [statistics.median(t) for t in times]
+    fit = fit_step_cost(shapes, medians)
+    details = dict(info or {})
+    profile = LatencyProfile(
+        sizes=tuple(fit["sizes"]),
+        seconds=tuple(max(s, 1e-9) for s in fit["pass_seconds"]),
+        device=str(details.pop("device", "")),
+        model=str(details.pop("model", "")),
+        dtype=str(details.pop("dtype", "")),
+        prefix_len=int(details.pop("prefix_len", 0)),
+        batch_size=int(details.pop("batch_size", 1)),
+        meta=details | {"repeats": repeats, "warmup": warmup, "fit_relative_error": fit["fit_relative_error"],
+                        "shapes": [[len(s.tree), s.chain] for s in shapes], "shape_seconds": medians},
+        pass_seconds=tuple(fit["pass_seconds"]),
+        depth_seconds=fit["depth_seconds"],
+        internal_seconds=fit["internal_seconds"],
+        lookup_seconds=fit["lookup_seconds"],
+    )
+    # The 1-D curve: the model's cost of breadth-first 4-ary trees (what format-1 profiles timed).
+    curve = [profile.step_seconds(shaped_tree(s - 1, natural_depth(s - 1), 4) or ()) for s in profile.sizes]
+    return dataclasses.replace(profile, seconds=tuple(max(c, 1e-9) for c in curve))
+
+
+def natural_depth(nodes: int, branching: int = 4) -> int:
+    """Depth of the breadth-first ``branching``-ary tree of ``nodes`` nodes."""
+    depth, total = 0, 0
+    while total < nodes:
+        depth += 1
+        total += branching**depth
+    return depth

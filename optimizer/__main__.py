@@ -1,4 +1,4 @@
-"""Command line: ``python -m optimizer {search,exact,compare,export,profile,tune} ...``."""
+"""Command line: ``python -m optimizer {search,exact,compare,export,profile,predict,tune} ...``."""
 
 from __future__ import annotations
 
@@ -15,13 +15,15 @@ import optuna
 from tqdm import tqdm
 
 from medusa_core.spec.lookup import LookupConfig, lookup_or_none
-from medusa_core.spec.trees import TreeError, resolve_tree, save_tree_file
+from medusa_core.spec.trees import TreeError, resolve_tree, resolve_tree_with_lookup, save_tree_file
 
 from .accuracy import REFERENCE_PREFIX, REFERENCE_TABLES, AccuracyError, AccuracyTable, resolve_accuracy, with_geometric_tail
 from .engines import ENGINES, EngineError
 from .exact import ExactOptimum, exact_optimum, speed_optimum
 from .expected_length import LENGTH_MODELS, LengthModelError, expected_length
 from .formats import FORMATS, export_tree
+from .predict import predict_setup
+from .step_cost import measure_step_profile
 from .profile import DEFAULT_SIZES, LatencyProfile, ProfileError, load_latency_profile, measure_latency_profile, save_latency_profile
 from .measure import DecoderMeasurer, load_measurer
 from .search import (
@@ -56,7 +58,7 @@ from .tune import (
     starting_setups,
 )
 
-DEFAULT_FORWARD_FACTORY = "medusa_core.bench.latency:make_tree_forward"
+DEFAULT_STEP_FACTORY = "medusa_core.bench.latency:make_decoder_step"
 USER_ERRORS = (AccuracyError, TreeError, EngineError, SearchError, ProfileError, LengthModelError, TuneError)
 
 
@@ -194,8 +196,12 @@ def _exact_for(args: argparse.Namespace, table: AccuracyTable, profile: LatencyP
     if args.objective == "speed":
         if profile is None:
             raise ProfileError("--objective speed needs --profile")
-        return speed_optimum(table, profile, args.budget, args.length_model, args.engine)
-    return exact_optimum(table, args.budget, args.length_model, args.engine)
+        return speed_optimum(table, profile, args.budget, args.length_model, args.engine, _exact_lookup(args))
+    return exact_optimum(table, args.budget, args.length_model, args.engine, _exact_lookup(args))
+
+
+def _exact_lookup(args: argparse.Namespace) -> LookupConfig | None:
+    return recorded_lookup(args.lookup_tokens, args.lookup_ngram)
 
 
 def cmd_exact(args: argparse.Namespace) -> None:
@@ -231,7 +237,7 @@ def cmd_exact(args: argparse.Namespace) -> None:
                 "accuracy": args.accuracy,
                 "created": _now(),
             } | ({"batch_size": profile.batch_size} if profile and args.objective == "speed" else {})
-            _write_tree(str(out), optimum.tree, args.format, table, meta)
+            _write_tree(str(out), optimum.tree, args.format, table, meta, _exact_lookup(args))
             print(f"wrote {out} ({args.format})")
 
 
@@ -262,7 +268,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 def _load_factory(spec: str) -> Callable[..., tuple[Callable[[int], None], dict]]:
     module_name, _, function = spec.partition(":")
     if not function:
-        raise ProfileError(f"--forward-factory must look like module:function, got {spec!r}")
+        raise ProfileError(f"--step-factory and --forward-factory must look like module:function, got {spec!r}")
     return getattr(importlib.import_module(module_name), function)
 
 
@@ -285,23 +291,47 @@ def parse_batch_sizes(spec: str | None) -> list[int]:
 
 
 def cmd_profile(args: argparse.Namespace) -> None:
+    """Time the decoder's own step over many shapes (format 2), or with --forward-factory a
+    custom forward(n) per token count (format 1)."""
     sizes = tuple(int(s) for s in args.sizes.split(",")) if args.sizes else DEFAULT_SIZES
     batch_sizes = parse_batch_sizes(args.batch_sizes)
-    factory = _load_factory(args.forward_factory)
+    factory = _load_factory(args.forward_factory or args.step_factory)
     for batch, out in zip(batch_sizes, profile_paths(args.out, batch_sizes)):
         extra = {"batch_size": batch} if args.batch_sizes else {}  # custom factories need not know batches
-        forward, info = factory(args.model, args.device, args.dtype, args.prefix_len, **extra)
-        desc = f"batch {batch}: rounds over all sizes"
+        timed, info = factory(args.model, args.device, args.dtype, args.prefix_len, **extra)
+        desc = f"batch {batch}: rounds over all " + ("sizes" if args.forward_factory else "step shapes")
         with tqdm(total=args.repeats, desc=desc, disable=args.no_progress, file=sys.stderr) as bar:
-            profile = measure_latency_profile(
-                forward, sizes, args.repeats, args.warmup, progress=lambda done, total: bar.update(1), info=info
-            )
+            tick = lambda done, total: bar.update(1)  # noqa: E731
+            if args.forward_factory:
+                profile = measure_latency_profile(timed, sizes, args.repeats, args.warmup, progress=tick, info=info)
+            else:
+                heads, top_k = int(info.pop("num_heads")), int(info.pop("top_k"))
+                profile = measure_step_profile(timed, heads, top_k, sizes, args.repeats, args.warmup, tick, info)
         save_latency_profile(profile, out)
         print(f"{profile.model} on {profile.device} ({profile.dtype}), prefix {profile.prefix_len} tokens, "
               f"batch {profile.batch_size}:")
-        for size, seconds in zip(profile.sizes, profile.seconds):
+        if profile.has_step_model:
+            print(f"  step = pass(tokens) + {profile.depth_seconds * 1000:.2f} ms per head computed + "
+                  f"{profile.internal_seconds * 1000:.2f} ms per internal node + {profile.lookup_seconds * 1000:.2f} ms "
+                  f"with a lookup (median fit error {profile.meta['fit_relative_error']:.1%})")
+        for size, seconds in zip(profile.sizes, profile.pass_seconds or profile.seconds):
             print(f"  {size:4d} tokens  {seconds * 1000:8.2f} ms")
         print(f"wrote {out}")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    """Predicted tokens/step, seconds/step and tokens/s of a tree (and its lookup) from the cost model."""
+    table = resolve_accuracy(args.accuracy)
+    tree, lookup = resolve_tree_with_lookup(args.tree)
+    if args.lookup_tokens is not None:
+        lookup = recorded_lookup(args.lookup_tokens, args.lookup_ngram)
+    profile = _profile_for(args)
+    prediction = predict_setup(table, profile, tree, lookup, args.length_model)
+    where = f"lookup {lookup.tokens} tokens, {lookup.min_ngram}-{lookup.max_ngram}-grams" if lookup else "no lookup"
+    line = f"{len(tree)} nodes, {where}: {prediction.tokens_per_step:.4f} tokens/step ({prediction.length_model})"
+    if prediction.seconds_per_step is not None:
+        line += f", {prediction.seconds_per_step * 1000:.2f} ms/step, {prediction.tokens_per_second:.2f} tokens/s"
+    print(line)
 
 
 
@@ -434,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_table_options(search)
     search.add_argument("--budget", type=int, default=64, help="maximum tree nodes (root excluded)")
     search.add_argument("--objective", default="length", choices=OBJECTIVES)
-    search.add_argument("--profile", help="medusa-latency/1 file (objectives speed, length-vs-latency)")
+    search.add_argument("--profile", help="medusa-latency file (objectives speed, length-vs-latency)")
     search.add_argument("--engine", default="none", choices=ENGINES)
     search.add_argument("--trials", type=int, default=300, help="complete trials the study should hold")
     search.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna storage URL (SQLite file, PostgreSQL, ...)")
@@ -455,10 +485,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_table_options(exact)
     exact.add_argument("--budget", type=int, default=64)
     exact.add_argument("--objective", default="length", choices=("length", "speed"))
-    exact.add_argument("--profile", nargs="+", help="medusa-latency/1 file(s) (objective speed); one per batch size "
+    exact.add_argument("--profile", nargs="+", help="medusa-latency file(s) (objective speed); one per batch size "
                        "gives a tree per batch size (OUT-b<B>.json)")
     exact.add_argument("--engine", default="none", choices=ENGINES)
     exact.add_argument("--curve", action="store_true", help="print the best tokens/step for every node count")
+    exact.add_argument("--lookup-tokens", type=int, default=0,
+                       help="score the tree together with a context lookup of N tokens (empirical replay; the table "
+                       "must record lookup outcomes) and record it in the tree file")
+    exact.add_argument("--lookup-ngram", type=int, nargs=2, default=(2, 3), metavar=("MIN", "MAX"))
     add_output_options(exact)
     exact.set_defaults(run=cmd_exact)
 
@@ -485,13 +519,27 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--sizes", help=f"comma-separated token counts (default {','.join(map(str, DEFAULT_SIZES))})")
     profile.add_argument("--repeats", type=int, default=7)
     profile.add_argument("--warmup", type=int, default=2)
-    profile.add_argument("--forward-factory", default=DEFAULT_FORWARD_FACTORY,
-                         help="module:function(model, device, dtype, prefix_len) -> (forward, info)")
+    profile.add_argument("--step-factory", default=DEFAULT_STEP_FACTORY,
+                         help="module:function(model, device, dtype, prefix_len) -> (step(shape), info with num_heads "
+                         "and top_k): the decoder's step, timed over many shapes (format medusa-latency/2)")
+    profile.add_argument("--forward-factory", default=None,
+                         help="instead: module:function(model, device, dtype, prefix_len) -> (forward(n), info), "
+                         "timed per token count only (format medusa-latency/1)")
     profile.add_argument("--batch-sizes", default=None, metavar="B,B,...",
                          help="rows per pass, one profile each (OUT-b<B>.json when several; default: 1)")
     profile.add_argument("--no-progress", action="store_true")
     profile.add_argument("--out", required=True)
     profile.set_defaults(run=cmd_profile)
+
+    predict = commands.add_parser("predict", help="predicted tokens/step and tokens/s of a tree (and lookup)")
+    predict.add_argument("--accuracy", required=True, help="medusa-accuracy/1 file (with lookups and segments: the "
+                         "decoding walk) or reference:NAME")
+    predict.add_argument("--tree", required=True, help="tree file (its lookup too), preset name or JSON list of paths")
+    predict.add_argument("--profile", help="medusa-latency file: adds seconds/step and tokens/s")
+    predict.add_argument("--length-model", default="auto", choices=("auto", "walk", "empirical", "independence"))
+    predict.add_argument("--lookup-tokens", type=int, default=None, help="override the tree file's lookup (0: off)")
+    predict.add_argument("--lookup-ngram", type=int, nargs=2, default=(2, 3), metavar=("MIN", "MAX"))
+    predict.set_defaults(run=cmd_predict)
 
     tune = commands.add_parser("tune", help="tune tree and context lookup by measuring the real decoder (Optuna)")
     tune.add_argument("--model", help="base model id or folder (default: the embedded default model), or "

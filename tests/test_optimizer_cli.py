@@ -15,6 +15,8 @@ from medusa_core.spec.lookup import LookupConfig
 from medusa_core.spec.trees import load_tree_file, load_tree_with_lookup, save_tree_file
 from optimizer import LatencyProfile, accuracy_from_ranks, load_latency_profile, save_accuracy_table, save_latency_profile
 from optimizer.__main__ import main
+from optimizer.accuracy import LookupOutcomes, load_accuracy_table
+from optimizer.expected_length import TreeScorer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,6 +26,14 @@ def make_tree_forward(model_spec, device, dtype, prefix_len=200, batch_size=1):
         sum(range(1000 * tokens * batch_size))
     return forward, {"model": model_spec or "default", "device": device, "dtype": dtype,
                      "prefix_len": prefix_len, "threads": 1, "batch_size": batch_size}
+
+
+def make_decoder_step(model_spec, device, dtype, prefix_len=200, batch_size=1):
+    def step(shape):
+        tokens, depth, internal = shape.features
+        sum(range(int(2000 * (tokens + 4 * depth + 2 * internal + (3 if shape.chain else 0)))))
+    return step, {"model": "fake", "device": device, "dtype": dtype, "prefix_len": prefix_len, "num_heads": 3,
+                  "top_k": 4, "batch_size": batch_size}
 '''
 
 
@@ -38,6 +48,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     save_latency_profile(LatencyProfile((1, 4, 16, 64), (0.05, 0.06, 0.2, 0.8), batch_size=16), work / "p16.json")
     save_tree_file(work / "tree.json", [[0], [1], [0, 0], [0, 1], [1, 0], [1, 1]], num_heads=3, top_k=4)
     (work / "fakeforward.py").write_text(FAKE_FACTORY)
+    lookups = (LookupOutcomes(2, 3, 8, [2, 0, 4, 0, 1, 0] * 20, [1, 0, 3, 0, 0, 0] * 20),)
+    save_accuracy_table(accuracy_from_ranks(ranks, top_k=4, segments=(60, 60), lookups=lookups), work / "acc-lk.json")
     commands = {
         "search": ["search", "--accuracy", "reference:vicuna-7b", "--budget", "16", "--trials", "12",
                    "--engine", "trtllm", "--storage", f"sqlite:///{work / 'studies.db'}", "--out", "best.json",
@@ -50,6 +62,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
                     "--sizes", "1,2,4", "--repeats", "2", "--warmup", "1", "--out", "measured.json"],
         "profile_batches": ["profile", "--forward-factory", "fakeforward:make_tree_forward", "--sizes", "1,8",
                             "--repeats", "2", "--batch-sizes", "1,4", "--out", "batched.json", "--no-progress"],
+        "profile_steps": ["profile", "--step-factory", "fakeforward:make_decoder_step", "--sizes", "1,2,4,8,16",
+                          "--repeats", "2", "--warmup", "0", "--out", "steps.json", "--no-progress"],
+        "exact_lookup": ["exact", "--accuracy", "acc-lk.json", "--budget", "8", "--length-model", "empirical",
+                         "--lookup-tokens", "4", "--out", "with-lookup.json"],
+        "predict": ["predict", "--accuracy", "acc-lk.json", "--tree", "tree.json", "--profile", "p.json",
+                    "--lookup-tokens", "4"],
         "exact_batches": ["exact", "--accuracy", "acc.json", "--budget", "20", "--objective", "speed",
                           "--profile", "p.json", "p16.json", "--out", "per-batch.json"],
     }
@@ -125,6 +143,27 @@ def test_profile_command_saves_a_profile(runs: dict) -> None:
     profile = load_latency_profile(runs["work"] / "measured.json")
     assert profile.sizes == (1, 2, 4) and profile.device == "cpu" and profile.model == "default"
     assert profile.meta["threads"] == 1 and "4 tokens" in stdout
+
+
+def test_profile_times_the_decoder_step_and_fits_its_cost_model(runs: dict) -> None:
+    stdout = finished(runs, "profile_steps")
+    profile = load_latency_profile(runs["work"] / "steps.json")
+    assert profile.has_step_model and profile.model == "fake" and "per head computed" in stdout
+    assert profile.depth_seconds > 0 and profile.step_seconds([(0,), (0, 0)]) > profile.step_seconds([(0,), (1,)])
+
+
+def test_exact_with_a_lookup_scores_both_and_records_the_lookup(runs: dict) -> None:
+    stdout = finished(runs, "exact_lookup")
+    data = json.loads((runs["work"] / "with-lookup.json").read_text())
+    assert data["lookup"] == {"tokens": 4, "max_ngram": 3, "min_ngram": 2}
+    table = load_accuracy_table(runs["work"] / "acc-lk.json")
+    scored = TreeScorer(table, "empirical", LookupConfig(4, 3, 2)).expected_length(data["paths"])
+    assert f"{scored:.4f} tokens/step" in stdout
+
+
+def test_predict_walks_the_table_and_prices_the_step(runs: dict) -> None:
+    stdout = finished(runs, "predict")
+    assert "6 nodes, lookup 4 tokens, 2-3-grams:" in stdout and "(walk)" in stdout and "tokens/s" in stdout
 
 
 def test_user_errors_exit_2_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

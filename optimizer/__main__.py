@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import optuna
 from tqdm import tqdm
 
@@ -23,6 +24,7 @@ from .exact import ExactOptimum, exact_optimum, speed_optimum
 from .expected_length import LENGTH_MODELS, LengthModelError, expected_length
 from .formats import FORMATS, export_tree
 from .predict import predict_setup
+from .walk import walk_optimum
 from .step_cost import measure_step_profile
 from .profile import DEFAULT_SIZES, LatencyProfile, ProfileError, load_latency_profile, measure_latency_profile, save_latency_profile
 from .measure import DecoderMeasurer, load_measurer
@@ -193,9 +195,17 @@ def _print_search(
 
 
 def _exact_for(args: argparse.Namespace, table: AccuracyTable, profile: LatencyProfile | None) -> ExactOptimum:
+    if args.objective == "speed" and profile is None:
+        raise ProfileError("--objective speed needs --profile")
+    if args.length_model == "walk":
+        if args.curve:
+            raise LengthModelError("--curve needs a position-average length model, not the walk")
+        found = walk_optimum(table, args.budget, profile if args.objective == "speed" else None, _exact_lookup(args),
+                             args.engine)
+        print(f"walk-consistent rounds: {found.rounds}")
+        return ExactOptimum(found.tree, found.walk.tokens_per_step, found.value, args.objective, np.ones(1), "walk",
+                            args.engine)
     if args.objective == "speed":
-        if profile is None:
-            raise ProfileError("--objective speed needs --profile")
         return speed_optimum(table, profile, args.budget, args.length_model, args.engine, _exact_lookup(args))
     return exact_optimum(table, args.budget, args.length_model, args.engine, _exact_lookup(args))
 
@@ -219,7 +229,8 @@ def cmd_exact(args: argparse.Namespace) -> None:
         optimum = _exact_for(args, table, profile)
         rows = profile.batch_size if profile else 1
         batch = "" if profile is None else f", batch {rows} ({rows * optimum.value:.4g} tokens/s a batch)"
-        print(f"exact optimum ({optimum.objective}, {optimum.model} model, engine {optimum.engine}{batch}): "
+        kind = "walk-consistent" if optimum.model == "walk" else "exact"
+        print(f"{kind} optimum ({optimum.objective}, {optimum.model} model, engine {optimum.engine}{batch}): "
               f"{len(optimum.tree)} nodes, {optimum.expected_length:.4f} tokens/step, value {optimum.value:.6g}")
         if args.curve:
             print("nodes  best tokens/step")
@@ -451,10 +462,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     accuracy_help = f"medusa-accuracy/1 JSON file or {', '.join(REFERENCE_PREFIX + n for n in REFERENCE_TABLES)}"
 
-    def add_table_options(p: argparse.ArgumentParser, default_accuracy: str | None = None) -> None:
+    def add_table_options(p: argparse.ArgumentParser, default_accuracy: str | None = None, walk: bool = False) -> None:
         p.add_argument("--accuracy", required=default_accuracy is None, default=default_accuracy, help=accuracy_help)
-        p.add_argument("--length-model", default="auto", choices=("auto", *LENGTH_MODELS),
-                       help="auto: empirical replay when the table has rank vectors, else independence")
+        p.add_argument("--length-model", default="auto", choices=("auto", *LENGTH_MODELS, *(("walk",) if walk else ())),
+                       help="auto: empirical replay when the table has rank vectors, else independence"
+                       + ("; walk: the decoding walk over the table's answers (segments needed)" if walk else ""))
 
     def add_output_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--out", help="write the tree here")
@@ -482,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.set_defaults(run=cmd_search)
 
     exact = commands.add_parser("exact", help="exact optimum tree and the E(N) curve")
-    add_table_options(exact)
+    add_table_options(exact, walk=True)
     exact.add_argument("--budget", type=int, default=64)
     exact.add_argument("--objective", default="length", choices=("length", "speed"))
     exact.add_argument("--profile", nargs="+", help="medusa-latency file(s) (objective speed); one per batch size "

@@ -213,8 +213,10 @@ def _candidates(
     return _greedy_candidates(scorer, budget, max_depth)
 
 
-def _scorer(table: AccuracyTable, model: str, lookup: LookupConfig | None) -> TreeScorer:
-    return TreeScorer(table, resolve_length_model(table, model), lookup)
+def _scorer(
+    table: AccuracyTable, model: str, lookup: LookupConfig | None, weights: np.ndarray | None = None
+) -> TreeScorer:
+    return TreeScorer(table, resolve_length_model(table, model), lookup, weights)
 
 
 def mean_chain(scorer: TreeScorer) -> float:
@@ -223,16 +225,18 @@ def mean_chain(scorer: TreeScorer) -> float:
         return 0.0
     outcomes = scorer.table.lookup_outcomes(scorer.lookup.min_ngram, scorer.lookup.max_ngram)
     assert outcomes is not None  # the scorer checked
-    return float(np.minimum(outcomes.proposed, scorer.lookup.tokens).mean()) if len(outcomes.proposed) else 0.0
+    return scorer.position_mean(np.minimum(outcomes.proposed, scorer.lookup.tokens))
 
 
 def exact_optimum(
     table: AccuracyTable, budget: int, model: str = "independence", engine: str = "none",
     lookup: LookupConfig | None = None,
+    weights: np.ndarray | None = None,
 ) -> ExactOptimum:
     """The tree of at most ``budget`` nodes with the largest expected length (exact), and E(N);
-    with ``lookup``, tokens per step of the tree and that lookup together."""
-    scorer = _scorer(table, model, lookup)
+    with ``lookup``, tokens per step of the tree and that lookup together; ``weights`` weigh the
+    recorded positions (empirical replay)."""
+    scorer = _scorer(table, model, lookup, weights)
     candidates, length_model = _candidates(scorer, budget, engine), scorer.model
     best = int(np.argmax(candidates.lengths))
     length = float(candidates.lengths[best])
@@ -254,11 +258,12 @@ def speed_optimum(
     model: str = "independence",
     engine: str = "none",
     lookup: LookupConfig | None = None,
+    weights: np.ndarray | None = None,
 ) -> ExactOptimum:
     """The tree of at most ``budget`` nodes with the highest predicted tokens per second (see the
     module docstring for what is exact with the decoder's step cost); with ``lookup``, of the tree
-    and that lookup together."""
-    scorer = _scorer(table, model, lookup)
+    and that lookup together; ``weights`` weigh the recorded positions (empirical replay)."""
+    scorer = _scorer(table, model, lookup, weights)
     chain = mean_chain(scorer)
     depths = [None] if not profile.has_step_model or engine == "vllm" else range(table.num_heads + 1)
     best_speed, best_tree, best_length, curve = -np.inf, (), 1.0, None

@@ -33,7 +33,7 @@ greedy optimum of :mod:`optimizer.exact` exact.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Iterable, Literal, Sequence
 
@@ -79,11 +79,27 @@ class TreeScorer:
     table: AccuracyTable
     model: LengthModel = "independence"
     lookup: LookupConfig | None = None  # the context lookup verified beside the tree (empirical only)
+    # [P] how much each recorded position counts (empirical only; None: all alike), e.g. 1 where a
+    # decoding walk starts a step and 0 where it skips (optimizer.walk)
+    weights: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         resolve_length_model(self.table, self.model)
         if self.lookup is not None:
             self.lookup_right  # validates
+        if self.weights is not None:
+            positions = len(self.table.ranks) if self.table.ranks is not None else 0
+            weights = np.asarray(self.weights, dtype=np.float64)
+            if self.model != "empirical" or weights.shape != (positions,) or weights.min(initial=0) < 0 or not weights.sum():
+                raise LengthModelError("position weights need the empirical replay, one weight >= 0 per recorded "
+                                       "position, and a positive sum")
+            object.__setattr__(self, "weights", weights / weights.sum())
+
+    def position_mean(self, values: np.ndarray) -> float:
+        """Mean of a per-position figure under the scorer's weights."""
+        if not len(values):
+            return 0.0
+        return float(values.mean() if self.weights is None else values @ self.weights)
 
     @cached_property
     def lookup_right(self) -> np.ndarray:
@@ -106,8 +122,7 @@ class TreeScorer:
     @cached_property
     def lookup_tokens_per_step(self) -> float:
         """mean(l'): what the lookup alone adds to every step."""
-        right = self.lookup_right
-        return float(right.mean()) if len(right) else 0.0
+        return self.position_mean(self.lookup_right)
 
     @cached_property
     def _base(self) -> int:
@@ -138,8 +153,12 @@ class TreeScorer:
         codes = self._codes(self.table.ranks)  # [P, H]
         depth = np.arange(1, codes.shape[1] + 1)  # [H]
         beyond_lookup = depth[None, :] > self.lookup_right[:, None]  # [P, H]
-        unique, counts = np.unique(codes[(codes >= 0) & beyond_lookup], return_counts=True)
-        return unique, counts / len(self.table.ranks)
+        counted = (codes >= 0) & beyond_lookup  # [P, H]
+        weights = np.full(len(codes), 1 / len(codes)) if self.weights is None else self.weights  # [P]
+        unique, inverse = np.unique(codes[counted], return_inverse=True)
+        per_entry = np.broadcast_to(weights[:, None], codes.shape)[counted]
+        shares = np.bincount(inverse, weights=per_entry, minlength=len(unique))
+        return unique, shares
 
     def node_values(self, paths: Sequence[Sequence[int]]) -> np.ndarray:
         """w(p) for every path (no validation): probability that the node is on the accepted path."""

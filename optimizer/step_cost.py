@@ -94,7 +94,7 @@ def fit_step_cost(shapes: Sequence[StepShape], seconds: Sequence[float]) -> dict
         design[row, len(sizes):] = (depth, internal, 1.0 if shape.chain else 0.0)
     if np.linalg.matrix_rank(design) < design.shape[1]:
         raise ProfileError("the profile's shapes cannot separate depth, internal nodes and lookup: time more sizes")
-    solution, *_ = np.linalg.lstsq(design, np.asarray(seconds, dtype=np.float64), rcond=None)
+    solution = nonnegative_slopes(design, np.asarray(seconds, dtype=np.float64), len(sizes))
     residual = design @ solution - np.asarray(seconds)
     return {
         "sizes": sizes,
@@ -104,6 +104,22 @@ def fit_step_cost(shapes: Sequence[StepShape], seconds: Sequence[float]) -> dict
         "lookup_seconds": float(solution[-1]),
         "fit_relative_error": float(np.median(np.abs(residual) / np.asarray(seconds))),
     }
+
+
+def nonnegative_slopes(design: np.ndarray, seconds: np.ndarray, free: int) -> np.ndarray:
+    """Least squares with the slopes (columns from ``free`` on) kept >= 0: a cost cannot be
+    negative, and timing noise can make a small one look so. The most negative slope is fixed at 0
+    and the rest refitted until none is negative."""
+    fixed: set[int] = set()
+    while True:
+        keep = [c for c in range(design.shape[1]) if c not in fixed]
+        partial, *_ = np.linalg.lstsq(design[:, keep], seconds, rcond=None)
+        solution = np.zeros(design.shape[1])
+        solution[keep] = partial
+        slopes = solution[free:]
+        if slopes.min() >= 0:
+            return solution
+        fixed.add(free + int(np.argmin(slopes)))
 
 
 def measure_step_profile(

@@ -12,15 +12,19 @@ step's cost depends on). A table's ``segments`` say where each prompt's answer s
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from medusa_core.spec.lookup import LookupConfig
+from medusa_core.spec.trees import Path_
 
 from .accuracy import AccuracyTable
+from .exact import exact_optimum, speed_optimum
 from .expected_length import LengthModelError, TreeScorer
+from .profile import LatencyProfile
 
 
 @dataclass(frozen=True)
@@ -61,3 +65,51 @@ def walk(table: AccuracyTable, tree: Sequence[Sequence[int]], lookup: LookupConf
         assert outcomes is not None  # the scorer checked
         chain = float(np.minimum(outcomes.proposed[visited], lookup.tokens).mean())
     return Walk(int((1 + accepted[visited]).sum()), len(visited), chain)
+
+
+@dataclass(frozen=True)
+class WalkOptimum:
+    """The best tree the walk-consistent rounds found, scored by the walk itself."""
+
+    tree: tuple[Path_, ...]
+    walk: Walk
+    value: float  # the walk's tokens per step, or with a profile its predicted tokens per second
+    rounds: int  # position averages solved before the trees repeated
+
+
+def walk_value(table: AccuracyTable, tree: Sequence[Path_], lookup: LookupConfig | None,
+               profile: LatencyProfile | None) -> tuple[Walk, float]:
+    result = walk(table, tree, lookup)
+    if profile is None:
+        return result, result.tokens_per_step
+    return result, result.tokens_per_step / profile.step_seconds(tree, result.chain, lookup is not None)
+
+
+def walk_optimum(
+    table: AccuracyTable, budget: int, profile: LatencyProfile | None = None, lookup: LookupConfig | None = None,
+    engine: str = "none", max_rounds: int = 8,
+) -> WalkOptimum:
+    """Optimise for the walk, which no node-additive formula is: solve the position average
+    exactly (:mod:`optimizer.exact`) with every position weighted 1 where the previous round's
+    tree starts a step and 0 where it skips, until a tree repeats; keep the tree the walk scores
+    best. A fixed point is consistent (its own visited positions rate it best among all trees),
+    not proven optimal for the walk; its figure is the walk's own."""
+    weights: np.ndarray | None = None
+    seen: list[tuple[Path_, ...]] = []
+    best: WalkOptimum | None = None
+    for rounds in range(1, max_rounds + 1):
+        if profile is None:
+            tree = exact_optimum(table, budget, "empirical", engine, lookup, weights).tree
+        else:
+            tree = speed_optimum(table, profile, budget, "empirical", engine, lookup, weights).tree
+        result, value = walk_value(table, tree, lookup, profile)
+        if best is None or value > best.value:
+            best = WalkOptimum(tree, result, value, rounds)
+        if tree in seen:
+            break
+        seen.append(tree)
+        accepted = TreeScorer(table, "empirical", lookup).replay_accepted(tree)
+        weights = np.zeros(len(accepted))
+        weights[walk_positions(accepted, table.segments)] = 1.0
+    assert best is not None
+    return dataclasses.replace(best, rounds=rounds)

@@ -17,10 +17,13 @@ from optimizer import LatencyProfile, accuracy_from_ranks, load_latency_profile,
 from optimizer.__main__ import main
 from optimizer.accuracy import LookupOutcomes, load_accuracy_table
 from optimizer.expected_length import TreeScorer
+from optimizer.walk import walk
 
 REPO = Path(__file__).resolve().parent.parent
 
 FAKE_FACTORY = '''
+import time
+
 def make_tree_forward(model_spec, device, dtype, prefix_len=200, batch_size=1):
     def forward(tokens):
         sum(range(1000 * tokens * batch_size))
@@ -31,7 +34,7 @@ def make_tree_forward(model_spec, device, dtype, prefix_len=200, batch_size=1):
 def make_decoder_step(model_spec, device, dtype, prefix_len=200, batch_size=1):
     def step(shape):
         tokens, depth, internal = shape.features
-        sum(range(int(2000 * (tokens + 4 * depth + 2 * internal + (3 if shape.chain else 0)))))
+        time.sleep(0.0005 * (tokens + 4 * depth + 2 * internal + (3 if shape.chain else 0)))  # robust to load
     return step, {"model": "fake", "device": device, "dtype": dtype, "prefix_len": prefix_len, "num_heads": 3,
                   "top_k": 4, "batch_size": batch_size}
 '''
@@ -66,6 +69,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
                           "--repeats", "2", "--warmup", "0", "--out", "steps.json", "--no-progress"],
         "exact_lookup": ["exact", "--accuracy", "acc-lk.json", "--budget", "8", "--length-model", "empirical",
                          "--lookup-tokens", "4", "--out", "with-lookup.json"],
+        "exact_walk": ["exact", "--accuracy", "acc-lk.json", "--budget", "6", "--length-model", "walk",
+                       "--objective", "speed", "--profile", "p.json", "--lookup-tokens", "4", "--out", "walked.json"],
         "predict": ["predict", "--accuracy", "acc-lk.json", "--tree", "tree.json", "--profile", "p.json",
                     "--lookup-tokens", "4"],
         "exact_batches": ["exact", "--accuracy", "acc.json", "--budget", "20", "--objective", "speed",
@@ -149,7 +154,8 @@ def test_profile_times_the_decoder_step_and_fits_its_cost_model(runs: dict) -> N
     stdout = finished(runs, "profile_steps")
     profile = load_latency_profile(runs["work"] / "steps.json")
     assert profile.has_step_model and profile.model == "fake" and "per head computed" in stdout
-    assert profile.depth_seconds > 0 and profile.step_seconds([(0,), (0, 0)]) > profile.step_seconds([(0,), (1,)])
+    assert profile.depth_seconds == pytest.approx(0.002, rel=0.5)
+    assert profile.internal_seconds == pytest.approx(0.001, rel=0.5)
 
 
 def test_exact_with_a_lookup_scores_both_and_records_the_lookup(runs: dict) -> None:
@@ -159,6 +165,14 @@ def test_exact_with_a_lookup_scores_both_and_records_the_lookup(runs: dict) -> N
     table = load_accuracy_table(runs["work"] / "acc-lk.json")
     scored = TreeScorer(table, "empirical", LookupConfig(4, 3, 2)).expected_length(data["paths"])
     assert f"{scored:.4f} tokens/step" in stdout
+
+
+def test_exact_on_the_walk_writes_the_walk_figure(runs: dict) -> None:
+    stdout = finished(runs, "exact_walk")
+    data = json.loads((runs["work"] / "walked.json").read_text())
+    assert "walk-consistent optimum (speed, walk model" in stdout and data["meta"]["length_model"] == "walk"
+    table = load_accuracy_table(runs["work"] / "acc-lk.json")
+    assert data["meta"]["expected_length"] == pytest.approx(walk(table, data["paths"], LookupConfig(4, 3, 2)).tokens_per_step)
 
 
 def test_predict_walks_the_table_and_prices_the_step(runs: dict) -> None:

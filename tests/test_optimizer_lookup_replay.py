@@ -13,7 +13,7 @@ from optimizer.exact import exact_optimum, knapsack_candidates, speed_optimum
 from optimizer.expected_length import LengthModelError, TreeScorer
 from optimizer.predict import predict_setup
 from optimizer.profile import LatencyProfile
-from optimizer.walk import walk, walk_positions
+from optimizer.walk import walk, walk_optimum, walk_positions
 
 LOOKUP = LookupConfig(4, 3, 2)
 
@@ -117,3 +117,24 @@ def test_the_speed_optimum_pays_for_depth():
     costly = LatencyProfile((1, 8), (0.01, 0.01), pass_seconds=(0.01, 0.01), depth_seconds=0.005)
     assert max(len(p) for p in speed_optimum(table, cheap, 4, "empirical").tree) == 3
     assert speed_optimum(table, costly, 4, "empirical").tree == ((0,),)  # 2.0 / 0.015 beats 2.6 / 0.025 and 1 / 0.01
+
+
+def test_the_walk_optimum_is_scored_by_the_walk_and_beats_the_position_average_tree():
+    rng = np.random.default_rng(0)
+    ranks = rng.integers(-1, 3, size=(300, 3)).tolist()
+    right = rng.integers(0, 4, size=300)
+    table = table_with_lookup(ranks, right.tolist(), segments=(100, 100, 100))
+    for lookup in (None, LOOKUP):
+        found = walk_optimum(table, 6, lookup=lookup)
+        assert found.value == pytest.approx(walk(table, found.tree, lookup).tokens_per_step)
+        average = exact_optimum(table, 6, "empirical", lookup=lookup).tree
+        assert found.value >= walk(table, average, lookup).tokens_per_step - 1e-12
+        assert 1 <= found.rounds <= 8 and len(found.tree) <= 6
+
+
+def test_position_weights_reweigh_the_replay():
+    table = table_with_lookup([[0, 0], [1, 1], [1, -1]], [0, 0, 0])
+    scorer = TreeScorer(table, "empirical", weights=np.array([0.0, 1.0, 1.0]))
+    assert scorer.expected_length([(1,), (1, 1)]) == pytest.approx(1 + 1 + 0.5)
+    with pytest.raises(LengthModelError, match="weights"):
+        TreeScorer(table, "empirical", weights=np.array([1.0, 1.0]))

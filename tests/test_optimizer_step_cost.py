@@ -87,3 +87,11 @@ def test_format_2_round_trips_and_format_1_still_loads(tmp_path):
 def test_a_cost_model_of_the_wrong_length_is_refused():
     with pytest.raises(ProfileError, match="pass_seconds"):
         LatencyProfile((1, 2), (0.1, 0.2), pass_seconds=(0.1,))
+
+
+def test_noise_cannot_make_a_cost_negative():
+    shapes = profile_shapes((1, 2, 4, 8), 2, 4)
+    # the internal nodes look like they save time: the fit keeps that slope at 0 instead
+    seconds = [0.01 * s.features[0] - 0.001 * s.features[2] + 0.002 * s.features[1] for s in shapes]
+    fit = fit_step_cost(shapes, seconds)
+    assert fit["internal_seconds"] == 0.0 and min(fit["depth_seconds"], fit["lookup_seconds"]) >= 0

@@ -42,6 +42,7 @@ from .heads_tab import SESSION, SHIPPED, TABLE_CHOICES, shipped_table, upload_ac
 from .inputs import InputError, shown_in_page, user_error
 from .runtime import gpu_task
 from .store import ModelKey, ModelStore
+from .tune_tab import build_tune_section
 
 Path_ = tuple[int, ...]
 
@@ -398,6 +399,7 @@ def build_optimise_tab(store: ModelStore, key_state: gr.State, accuracy_state: g
                     pareto_plot_out = gr.Plot(label="Pareto front", elem_id="pareto-plot")
                 curve_plot = gr.Plot(label="E(N)", elem_id="curve-plot")
                 comparison = gr.Dataframe(headers=COMPARISON_HEADERS, label="Comparison with the presets (same table and length model)", interactive=False, elem_id="preset-comparison")
+        build_tune_section(store, key_state, accuracy_state, profile_state)  # measured tuning, full width
     results = [summary, best_plot, history_plot, pareto_plot_out, curve_plot, comparison, best_state, export_note, *downloads]
     search = run_button.click(optimise, inputs=[source, budget, objective, length_model, engine, trials, seed, warm_start, accuracy_state,
                                                 profile_state, key_state],

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy ke
 PUBLIC_ENDPOINTS = {
     "/load_model", "/generate", "/show_step", "/tree_mask", "/upload_tree", "/accuracy_table", "/calibrate",
     "/upload_accuracy", "/optimise", "/latency_profile", "/optimise_upload_accuracy", "/use_in_explore", "/stop", "/pick_front",
-    "/run_batch", "/batch_step", "/measure_batches", "/comparison", "/open_record",
+    "/run_batch", "/batch_step", "/measure_batches", "/comparison", "/open_record", "/tune", "/stop_tune",
 }
 TOKENS = 6
 

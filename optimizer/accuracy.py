@@ -239,7 +239,7 @@ def load_accuracy_table(path: str | Path) -> AccuracyTable:
 
 
 def save_accuracy_table(table: AccuracyTable, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(table.to_json()))
+    Path(path).write_text(json.dumps(table.to_json(), separators=(",", ":")))
 
 
 def accuracy_from_ranks(ranks: np.ndarray | Sequence[Sequence[int]], top_k: int, **info: Any) -> AccuracyTable:

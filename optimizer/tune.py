@@ -42,6 +42,7 @@ from medusa_core.spec.trees import TreeError, load_tree_with_lookup, save_tree_f
 
 from .accuracy import AccuracyTable, load_accuracy_table
 from .exact import exact_optimum
+from .walk import walk_optimum
 from .search import DEFAULT_STORAGE, open_storage
 from .space import TreeSpace
 
@@ -221,9 +222,13 @@ def shipped_setups(heads_folder: str | None) -> list[Setup]:
 
 
 def exact_setups(table: AccuracyTable, budget: int, lookup: LookupConfig | None) -> list[Setup]:
-    """The exact expected-length optimum of the budget, then of 1, 2, 4, ... nodes (the speed
-    optimum is one of these sizes for any latency curve), with the heads' default lookup."""
+    """The best tokens-per-step trees of the budget, then of 1, 2, 4, ... nodes (the speed
+    optimum is one of these sizes for any latency curve), with the heads' default lookup: on the
+    decoding walk with that lookup when the table records both, else the exact position average."""
     sizes = [budget] + [2**i for i in range(budget.bit_length()) if 2**i < budget]
+    recorded = lookup is None or table.lookup_outcomes(lookup.min_ngram, lookup.max_ngram) is not None
+    if table.has_ranks and table.segments and recorded:
+        return [Setup(walk_optimum(table, n, lookup=lookup).tree, lookup) for n in sizes]
     return [Setup(exact_optimum(table, n, "auto").tree, lookup) for n in sizes]
 
 

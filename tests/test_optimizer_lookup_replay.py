@@ -138,3 +138,14 @@ def test_position_weights_reweigh_the_replay():
     assert scorer.expected_length([(1,), (1, 1)]) == pytest.approx(1 + 1 + 0.5)
     with pytest.raises(LengthModelError, match="weights"):
         TreeScorer(table, "empirical", weights=np.array([1.0, 1.0]))
+
+
+def test_tuning_starts_from_the_walk_optima_with_the_heads_lookup():
+    from optimizer.tune import exact_setups
+
+    rng = np.random.default_rng(1)
+    table = table_with_lookup(rng.integers(-1, 3, size=(120, 2)).tolist(), rng.integers(0, 3, size=120).tolist(),
+                              segments=(60, 60))
+    setups = exact_setups(table, 4, LOOKUP)
+    assert [s.tree for s in setups] == [walk_optimum(table, n, lookup=LOOKUP).tree for n in (4, 1, 2)]
+    assert all(s.lookup == LOOKUP for s in setups)

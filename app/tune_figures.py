@@ -3,6 +3,7 @@ measured speed against tree nodes with its Pareto front. Plain data in, plotly f
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -76,7 +77,7 @@ def history_figure(points: Sequence[TrialPoint]) -> go.Figure:
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="best so far", line=dict(color=ACCEPT_COLOUR, width=3,
                                                                                     shape="hv")))
     fig.update_layout(**base_layout("Measured tuning: tokens per second per trial", HEIGHT), legend=TOP_LEGEND)
-    fig.update_xaxes(title="trial")
+    fig.update_xaxes(title="trial", tickformat="d", dtick=max(1, math.ceil(len(points) / 10)))
     fig.update_yaxes(title="measured tokens/s", rangemode="tozero")
     return fig
 

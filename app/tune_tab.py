@@ -329,7 +329,8 @@ class Predictor:
             return NO_TABLE
         if self.profile is None:
             return NO_PROFILE
-        return f"Predicted from the accuracy table and the latency profile of {self.profile.device}."
+        return (f"Predicted from the accuracy table and the latency profile of {self.profile.device}: decoding "
+                f"steps alone, while measured tokens/s include each prompt's prefill (a large share of short answers).")
 
 
 def best_points(points: Sequence[TrialPoint], objective: str, limit: int = BEST_ROWS) -> list[TrialPoint]:

@@ -330,7 +330,7 @@ class Predictor:
         if self.profile is None:
             return NO_PROFILE
         return (f"Predicted from the accuracy table and the latency profile of {self.profile.device}: decoding "
-                f"steps alone, while measured tokens/s include each prompt's prefill (a large share of short answers).")
+                f"steps alone, while measured tokens/s include each prompt's prefill (much of a short answer).")
 
 
 def best_points(points: Sequence[TrialPoint], objective: str, limit: int = BEST_ROWS) -> list[TrialPoint]:
@@ -430,7 +430,11 @@ def no_download() -> gr.DownloadButton:
     return gr.DownloadButton("⬇ tuned tree (JSON)", value=None, interactive=False)
 
 
-def make_tune_handlers(store: ModelStore) -> tuple[Callable[..., Iterator[tuple]], Callable[[RunControl], None]]:
+TuneHandler = Callable[..., Iterator[tuple]]
+StopHandler = Callable[[RunControl | None], None]
+
+
+def make_tune_handlers(store: ModelStore) -> tuple[TuneHandler, StopHandler]:
     @gpu_task
     def tune(prompts: str, trials: float, budget: float, max_new_tokens: float, objective: str,
              control: RunControl | None, session_table: AccuracyTable | None, profile: LatencyProfile | None,

@@ -96,6 +96,21 @@ def test_stop_ends_the_run_and_keeps_its_finished_trials(client):
     assert 1 <= meta["trials"] < 200
 
 
+def test_two_sessions_tuning_at_once_each_get_their_own_study(server):
+    from gradio_client import Client
+
+    clients = [Client(server[0], verbose=False) for _ in range(2)]
+    jobs = [c.submit(prompts=PROMPTS, trials=2, budget=8, max_new_tokens=4, objective="speed", api_name="/tune")
+            for c in clients]
+    speeds = []
+    for job in jobs:
+        _, history, _, _, note, download = job.result(timeout=300)
+        assert "**Done**: 2 finished trials" in note and tree_file(download)[2]["trials"] == 2
+        shown = plot_traces(history)
+        speeds.append(sorted(shown["complete trial"]["y"] + shown["pruned trial"]["y"]))
+    assert speeds[0] != speeds[1]  # each session measured its own two trials (one study would show the same)
+
+
 @pytest.mark.parametrize("settings, message", [
     (dict(prompts="  \n"), "at least one tuning prompt"),
     (dict(budget=0), "node budget must be between 1"),

@@ -40,7 +40,8 @@ def test_measured_tuning_draws_its_history_and_the_best_setups(page, screenshot,
     fill_number(page, "tune-max-new-tokens", 8)
     page.click("#tune-run")
     page.wait_for_selector("#tune-note:has-text('Done')", timeout=TUNE_TIMEOUT_MS)
-    page.wait_for_function("document.querySelectorAll('#tune-history .js-plotly-plot .scatterlayer .point').length >= 2")
+    points = "#tune-history .js-plotly-plot .scatterlayer .point"
+    page.wait_for_function("sel => document.querySelectorAll(sel).length >= 2", arg=points)
     assert page.locator("#tune-pareto .js-plotly-plot .scatterlayer .point").count() >= 1
     table = page.locator("#tune-best")
     assert "measured tokens/s" in table.inner_text() and "predicted tokens/step" in table.inner_text()

@@ -4,9 +4,7 @@ the exact optimum, export the tree for serving engines, or send it to the Explor
 from __future__ import annotations
 
 from collections.abc import Sequence
-import time
-from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import gradio as gr
@@ -15,7 +13,7 @@ import optuna
 from optuna.trial import TrialState
 
 from medusa_core import preset_tree, validate_tree
-from medusa_core.bench.latency import tree_forward_fn
+from medusa_core.bench.latency import PROPOSAL_TOP_K, decoder_step_fn
 from optimizer import (
     AccuracyTable,
     EngineError,
@@ -27,7 +25,7 @@ from optimizer import (
     TreeScorer,
     TreeTrial,
     check_tree_for_engine,
-    measure_latency_profile,
+    measure_step_profile,
     objective_names,
     resolve_accuracy,
     run_search,
@@ -267,22 +265,6 @@ def view_outputs(view: SearchView, pick: int | None) -> tuple:
             front_picker(view, pick or 0), view)
 
 
-class TimedForward:
-    """forward(n) that also keeps every call's seconds per size, for the profile's spread check."""
-
-    def __init__(self, forward: Callable[[int], None]) -> None:
-        self.forward = forward
-        self.times: dict[int, list[float]] = defaultdict(list)
-
-    def __call__(self, n_tokens: int) -> None:
-        start = time.perf_counter()
-        self.forward(n_tokens)  # synchronises the device itself
-        self.times[n_tokens].append(time.perf_counter() - start)
-
-    def rounds(self, warmup: int) -> dict[str, list[float]]:
-        return {str(size): times[warmup:] for size, times in self.times.items()}
-
-
 def profile_note(profile: LatencyProfile) -> str:
     one, most = profile.latency(1), profile.latency(profile.sizes[-1])
     rounds = profile.meta.get("round_seconds", {})
@@ -331,15 +313,17 @@ def make_handlers(store: ModelStore):
 
     @gpu_task
     def measure_profile(key: ModelKey, progress: gr.Progress = gr.Progress()) -> tuple[LatencyProfile, Any, str]:
-        """Time one tree-verification pass per tree size on this device (for the speed objective)."""
+        """Time the decoder's step over many tree shapes on this device and fit its cost model."""
         medusa = store.get(key)
         base = medusa.base
-        forward = TimedForward(tree_forward_fn(medusa))  # n >= 2 includes the heads' proposal, as a decoding step
+        step = decoder_step_fn(medusa)  # the decoder's own step, as generate runs it
         info = {"model": base.model_id, "device": str(base.device), "dtype": str(base.dtype).removeprefix("torch.")}
-        progress((0, PROFILE_REPEATS), desc="timing forward passes", unit="rounds")
-        profile = measure_latency_profile(forward, PROFILE_SIZES, repeats=PROFILE_REPEATS, warmup=1, info=info,
-                                          progress=lambda done, total: progress((done, total), desc="timing forward passes", unit="rounds"))
-        profile = replace(profile, meta=dict(profile.meta) | {"round_seconds": forward.rounds(warmup=1)})
+        top_k = min(PROPOSAL_TOP_K, medusa.proposal.size) if medusa.proposal else PROPOSAL_TOP_K
+        progress((0, PROFILE_REPEATS), desc="timing decoder steps", unit="rounds")
+        profile = measure_step_profile(step, medusa.num_heads, top_k, PROFILE_SIZES, repeats=PROFILE_REPEATS, warmup=1,
+                                       info=info, progress=lambda done, total: progress((done, total),
+                                                                                        desc="timing decoder steps",
+                                                                                        unit="rounds"))
         return profile, figures.latency_figure(profile.sizes, profile.seconds, str(base.device)), profile_note(profile)
 
     def upload_table(path: str | None) -> tuple[AccuracyTable, Any, str]:

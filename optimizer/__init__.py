@@ -43,6 +43,8 @@ from .profile import (
 )
 from .measure import DecoderMeasurer, load_measurer
 from .predict import Prediction, predict_setup
+from .step_cost import StepShape, measure_step_profile
+from .walk import Walk, WalkOptimum, walk, walk_optimum
 from .search import (
     DEFAULT_STORAGE,
     EXACT_OBJECTIVES,

@@ -161,7 +161,8 @@ def measure_step_profile(
         prefix_len=int(details.pop("prefix_len", 0)),
         batch_size=int(details.pop("batch_size", 1)),
         meta=details | {"repeats": repeats, "warmup": warmup, "fit_relative_error": fit["fit_relative_error"],
-                        "shapes": [[len(s.tree), s.chain] for s in shapes], "shape_seconds": medians},
+                        "shapes": [[len(s.tree), s.chain] for s in shapes], "shape_seconds": medians,
+                        "round_seconds": first_shape_rounds(shapes, times)},
         pass_seconds=tuple(fit["pass_seconds"]),
         depth_seconds=fit["depth_seconds"],
         internal_seconds=fit["internal_seconds"],
@@ -170,6 +171,14 @@ def measure_step_profile(
     # The 1-D curve: the model's cost of breadth-first 4-ary trees (what format-1 profiles timed).
     curve = [profile.step_seconds(shaped_tree(s - 1, natural_depth(s - 1), 4) or ()) for s in profile.sizes]
     return dataclasses.replace(profile, seconds=tuple(max(c, 1e-9) for c in curve))
+
+
+def first_shape_rounds(shapes: Sequence[StepShape], times: Sequence[Sequence[float]]) -> dict[str, list[float]]:
+    """Per token count, the rounds of the first shape timed at it (optimizer.profile_check reads them)."""
+    rounds: dict[str, list[float]] = {}
+    for shape, seconds in zip(shapes, times):
+        rounds.setdefault(str(int(shape.features[0])), list(seconds))
+    return rounds
 
 
 def natural_depth(nodes: int, branching: int = 4) -> int:

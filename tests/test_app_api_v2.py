@@ -166,16 +166,17 @@ def test_plain_decoding_is_truly_plain(client):
 
 
 def quick_profile(monkeypatch, client, slow_one: bool = False) -> str:
-    """A fake device: passes cost 10 ms + 1 ms per token (the first one 60 ms when `slow_one`)."""
+    """A fake device: steps cost 10 ms + 1 ms per token (the 1-token one 60 ms when `slow_one`)."""
     monkeypatch.setattr(app_optimise, "PROFILE_SIZES", (1, 2, 4, 8, 16, 32))
 
-    def forward_fn(medusa):
-        def forward(n: int) -> None:
-            time.sleep(0.06 if slow_one and n == 1 else 0.010 + 0.001 * n)
+    def step_fn(medusa):
+        def step(shape) -> None:
+            tokens = shape.features[0]
+            time.sleep(0.06 if slow_one and tokens == 1 else 0.010 + 0.001 * tokens)
 
-        return forward
+        return step
 
-    monkeypatch.setattr(app_optimise, "tree_forward_fn", forward_fn)
+    monkeypatch.setattr(app_optimise, "decoder_step_fn", step_fn)
     _, note = client.predict(api_name="/latency_profile")
     return note
 

@@ -34,7 +34,7 @@ def make_tree_forward(model_spec, device, dtype, prefix_len=200, batch_size=1):
 def make_decoder_step(model_spec, device, dtype, prefix_len=200, batch_size=1):
     def step(shape):
         tokens, depth, internal = shape.features
-        time.sleep(0.0005 * (tokens + 4 * depth + 2 * internal + (3 if shape.chain else 0)))  # robust to load
+        time.sleep(0.001 * (tokens + 4 * depth + 2 * internal + (3 if shape.chain else 0)))  # robust to load
     return step, {"model": "fake", "device": device, "dtype": dtype, "prefix_len": prefix_len, "num_heads": 3,
                   "top_k": 4, "batch_size": batch_size}
 '''
@@ -66,7 +66,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "profile_batches": ["profile", "--forward-factory", "fakeforward:make_tree_forward", "--sizes", "1,8",
                             "--repeats", "2", "--batch-sizes", "1,4", "--out", "batched.json", "--no-progress"],
         "profile_steps": ["profile", "--step-factory", "fakeforward:make_decoder_step", "--sizes", "1,2,4,8,16",
-                          "--repeats", "2", "--warmup", "0", "--out", "steps.json", "--no-progress"],
+                          "--repeats", "3", "--warmup", "0", "--out", "steps.json", "--no-progress"],
         "exact_lookup": ["exact", "--accuracy", "acc-lk.json", "--budget", "8", "--length-model", "empirical",
                          "--lookup-tokens", "4", "--out", "with-lookup.json"],
         "exact_walk": ["exact", "--accuracy", "acc-lk.json", "--budget", "6", "--length-model", "walk",
@@ -154,8 +154,8 @@ def test_profile_times_the_decoder_step_and_fits_its_cost_model(runs: dict) -> N
     stdout = finished(runs, "profile_steps")
     profile = load_latency_profile(runs["work"] / "steps.json")
     assert profile.has_step_model and profile.model == "fake" and "per head computed" in stdout
-    assert profile.depth_seconds == pytest.approx(0.002, rel=0.5)
-    assert profile.internal_seconds == pytest.approx(0.001, rel=0.5)
+    assert profile.depth_seconds == pytest.approx(0.004, rel=0.5)  # sleeps overshoot under load: loose bounds
+    assert profile.internal_seconds == pytest.approx(0.002, rel=0.6)
 
 
 def test_exact_with_a_lookup_scores_both_and_records_the_lookup(runs: dict) -> None:

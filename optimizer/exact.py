@@ -219,13 +219,13 @@ def _scorer(
     return TreeScorer(table, resolve_length_model(table, model), lookup, weights)
 
 
-def mean_chain(scorer: TreeScorer) -> float:
-    """Mean lookup chain drafted per position (what a step verifies beside the tree)."""
+def drafted_chains(scorer: TreeScorer) -> np.ndarray:
+    """[P] lookup chain drafted at each recorded position (what a step verifies beside the tree)."""
     if scorer.lookup is None:
-        return 0.0
+        return np.zeros(1, dtype=np.int64)
     outcomes = scorer.table.lookup_outcomes(scorer.lookup.min_ngram, scorer.lookup.max_ngram)
     assert outcomes is not None  # the scorer checked
-    return scorer.position_mean(np.minimum(outcomes.proposed, scorer.lookup.tokens))
+    return np.minimum(outcomes.proposed, scorer.lookup.tokens)
 
 
 def exact_optimum(
@@ -264,7 +264,8 @@ def speed_optimum(
     module docstring for what is exact with the decoder's step cost); with ``lookup``, of the tree
     and that lookup together; ``weights`` weigh the recorded positions (empirical replay)."""
     scorer = _scorer(table, model, lookup, weights)
-    chain = mean_chain(scorer)
+    chains = drafted_chains(scorer)
+    weights_of_chains = scorer.weights if scorer.lookup is not None else None
     depths = [None] if not profile.has_step_model or engine == "vllm" else range(table.num_heads + 1)
     best_speed, best_tree, best_length, curve = -np.inf, (), 1.0, None
     for depth in depths:
@@ -273,7 +274,7 @@ def speed_optimum(
             curve = candidates.curve(budget, 1.0 + scorer.lookup_tokens_per_step)
         for index, length in enumerate(candidates.lengths):
             tree = candidates.tree_at(index)
-            speed = float(length) / profile.step_seconds(tree, chain, lookup is not None)
+            speed = float(length) / profile.mean_step_seconds(tree, chains, lookup is not None, weights_of_chains)
             if speed > best_speed:
                 best_speed, best_tree, best_length = speed, tree, float(length)
     assert curve is not None

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
+
 from medusa_core.spec.lookup import LookupConfig
 from medusa_core.spec.trees import validate_tree
 
@@ -41,14 +43,15 @@ def predict_setup(
 
     ``auto``: the decoding walk when the table records its answers' positions (``segments``),
     else the position average (``empirical`` or ``independence``). Seconds come from the step's
-    cost model with the lookup chain the walk drafted (the full chain without a walk)."""
+    cost model, each step priced with the lookup chain the walk drafted there (the full chain
+    without a walk)."""
     paths = validate_tree(tree)
     if model in ("auto", "walk") and table.has_ranks and table.segments:
         result = walk(table, paths, lookup)
-        length, chain, name = result.tokens_per_step, result.chain, "walk"
+        length, chains, name = result.tokens_per_step, result.chains, "walk"
     else:
         name = resolve_length_model(table, model)
         length = TreeScorer(table, name, lookup).expected_length(paths)
-        chain = float(lookup.tokens) if lookup else 0.0
-    seconds = None if profile is None else profile.step_seconds(paths, chain, lookup is not None)
+        chains = np.array([lookup.tokens if lookup else 0])
+    seconds = None if profile is None else profile.mean_step_seconds(paths, chains, lookup is not None)
     return Prediction(length, seconds, name)

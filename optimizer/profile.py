@@ -106,6 +106,19 @@ class LatencyProfile:
     def latency(self, tokens: float) -> float:
         return float(self.latencies([tokens])[0])
 
+    def mean_step_seconds(
+        self, tree: Sequence[Sequence[int]], chains: np.ndarray, lookup: bool, weights: np.ndarray | None = None
+    ) -> float:
+        """Mean seconds of steps with this tree whose lookup chains were ``chains`` (one per step,
+        weighted by ``weights``): the pass curve is not linear (kernels change with the row count),
+        so each chain length is priced on its own rather than the mean chain."""
+        lengths, inverse = np.unique(np.asarray(chains, dtype=np.int64), return_inverse=True)
+        if not len(lengths):
+            return self.step_seconds(tree, 0.0, lookup)
+        share = np.bincount(inverse, weights=weights, minlength=len(lengths))
+        prices = np.array([self.step_seconds(tree, float(c), lookup) for c in lengths])
+        return float(prices @ share / share.sum())
+
     def to_json(self) -> dict[str, Any]:
         model = {"pass_seconds": list(self.pass_seconds), "depth_seconds": self.depth_seconds,
                  "internal_seconds": self.internal_seconds, "lookup_seconds": self.lookup_seconds}

@@ -13,7 +13,7 @@ step's cost depends on). A table's ``segments`` say where each prompt's answer s
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -31,7 +31,12 @@ from .profile import LatencyProfile
 class Walk:
     tokens: int  # emitted over all the walked answers
     steps: int
-    chain: float  # mean lookup chain drafted per step (0 without a lookup)
+    chains: np.ndarray = field(repr=False)  # [steps] lookup chain drafted at each step (zeros without a lookup)
+
+    @property
+    def chain(self) -> float:
+        """Mean lookup chain drafted per step."""
+        return float(self.chains.mean()) if len(self.chains) else 0.0
 
     @property
     def tokens_per_step(self) -> float:
@@ -59,12 +64,12 @@ def walk(table: AccuracyTable, tree: Sequence[Sequence[int]], lookup: LookupConf
     scorer = TreeScorer(table, "empirical", lookup)
     accepted = scorer.replay_accepted(tree)  # [P]
     visited = walk_positions(accepted, table.segments)
-    chain = 0.0
+    chains = np.zeros(len(visited), dtype=np.int64)
     if lookup is not None:
         outcomes = table.lookup_outcomes(lookup.min_ngram, lookup.max_ngram)
         assert outcomes is not None  # the scorer checked
-        chain = float(np.minimum(outcomes.proposed[visited], lookup.tokens).mean())
-    return Walk(int((1 + accepted[visited]).sum()), len(visited), chain)
+        chains = np.minimum(outcomes.proposed[visited], lookup.tokens)
+    return Walk(int((1 + accepted[visited]).sum()), len(visited), chains)
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,7 @@ def walk_value(table: AccuracyTable, tree: Sequence[Path_], lookup: LookupConfig
     result = walk(table, tree, lookup)
     if profile is None:
         return result, result.tokens_per_step
-    return result, result.tokens_per_step / profile.step_seconds(tree, result.chain, lookup is not None)
+    return result, result.tokens_per_step / profile.mean_step_seconds(tree, result.chains, lookup is not None)
 
 
 def walk_optimum(

@@ -95,3 +95,13 @@ def test_noise_cannot_make_a_cost_negative():
     seconds = [0.01 * s.features[0] - 0.001 * s.features[2] + 0.002 * s.features[1] for s in shapes]
     fit = fit_step_cost(shapes, seconds)
     assert fit["internal_seconds"] == 0.0 and min(fit["depth_seconds"], fit["lookup_seconds"]) >= 0
+
+
+def test_steps_are_priced_per_chain_length_not_at_the_mean_chain():
+    # a kinked pass curve: 3 tokens slower than 5 (kernels change with the row count)
+    profile = LatencyProfile((1, 3, 5, 11), (0.04, 0.06, 0.05, 0.08), pass_seconds=(0.04, 0.06, 0.05, 0.08))
+    tree = [(0,), (1,)]
+    both = profile.mean_step_seconds(tree, [0, 8], lookup=True)
+    assert both == pytest.approx((0.06 + 0.08) / 2)
+    assert both != pytest.approx(profile.step_seconds(tree, 4, lookup=True))
+    assert profile.mean_step_seconds(tree, [0, 8, 8], True, weights=[2.0, 0.5, 0.5]) == pytest.approx((2 * 0.06 + 0.08) / 3)

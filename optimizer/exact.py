@@ -220,12 +220,22 @@ def _scorer(
 
 
 def drafted_chains(scorer: TreeScorer) -> np.ndarray:
-    """[P] lookup chain drafted at each recorded position (what a step verifies beside the tree)."""
+    """[P] lookup chain drafted at each recorded position (zeros without a lookup; one zero for a
+    table without positions)."""
+    positions = len(scorer.table.ranks) if scorer.table.has_ranks else 1  # type: ignore[arg-type]
     if scorer.lookup is None:
-        return np.zeros(1, dtype=np.int64)
+        return np.zeros(positions, dtype=np.int64)
     outcomes = scorer.table.lookup_outcomes(scorer.lookup.min_ngram, scorer.lookup.max_ngram)
     assert outcomes is not None  # the scorer checked
     return np.minimum(outcomes.proposed, scorer.lookup.tokens)
+
+
+def mean_seconds(scorer: TreeScorer, profile: LatencyProfile, tree: tuple[Path_, ...], chains: np.ndarray) -> float:
+    """Position-average seconds of a step with this tree: each position's drafted chain, and
+    whether its accepted path ends in a leaf (when the profile prices that and the table can say)."""
+    leaves = scorer.ends_in_leaf(tree, chains) if profile.leaf_seconds and scorer.table.has_ranks else None
+    weights = scorer.weights if scorer.table.has_ranks else None
+    return profile.mean_step_seconds(tree, chains, scorer.lookup is not None, weights, leaves)
 
 
 def exact_optimum(
@@ -265,7 +275,6 @@ def speed_optimum(
     and that lookup together; ``weights`` weigh the recorded positions (empirical replay)."""
     scorer = _scorer(table, model, lookup, weights)
     chains = drafted_chains(scorer)
-    weights_of_chains = scorer.weights if scorer.lookup is not None else None
     depths = [None] if not profile.has_step_model or engine == "vllm" else range(table.num_heads + 1)
     best_speed, best_tree, best_length, curve = -np.inf, (), 1.0, None
     for depth in depths:
@@ -274,7 +283,7 @@ def speed_optimum(
             curve = candidates.curve(budget, 1.0 + scorer.lookup_tokens_per_step)
         for index, length in enumerate(candidates.lengths):
             tree = candidates.tree_at(index)
-            speed = float(length) / profile.mean_step_seconds(tree, chains, lookup is not None, weights_of_chains)
+            speed = float(length) / mean_seconds(scorer, profile, tree, chains)
             if speed > best_speed:
                 best_speed, best_tree, best_length = speed, tree, float(length)
     assert curve is not None

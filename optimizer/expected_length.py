@@ -205,15 +205,35 @@ class TreeScorer:
 
     def replay_accepted(self, paths: Iterable[Sequence[int]]) -> np.ndarray:
         """Accepted nodes per recorded position (empirical model): longest rank-vector prefix in the tree."""
+        return np.maximum(self._heads_accepted(validate_tree(paths))[0], self.lookup_right)  # [P]
+
+    def _heads_accepted(self, tree: tuple[Path_, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Per position: heads' nodes accepted [P] and the code of the last one [P] (-1: none)."""
         if not self.table.has_ranks:
             raise LengthModelError("replay needs a table with per-position 'ranks'")
         assert self.table.ranks is not None
-        tree = validate_tree(paths)
         width = self.table.num_heads
         tree_codes = self._codes(rank_matrix([p for p in tree if len(p) <= width], width))
         members = np.unique(tree_codes[tree_codes >= 0])
         position_codes = self._codes(self.table.ranks)  # [P, H]
-        return np.maximum(np.isin(position_codes, members).sum(axis=1), self.lookup_right)  # [P]
+        accepted = np.isin(position_codes, members).sum(axis=1)  # [P]
+        last = np.where(accepted > 0, position_codes[np.arange(len(accepted)), np.maximum(accepted - 1, 0)], -1)
+        return accepted, last
+
+    def ends_in_leaf(self, paths: Iterable[Sequence[int]], drafted: np.ndarray | None = None) -> np.ndarray:
+        """[P] whether a step's accepted path ends in a leaf (a node without children, whose logits
+        the decoder projects in a second pass): a heads' node no tree node extends, or the last
+        token of the drafted lookup chain (``drafted`` [P]; the lookup's right length otherwise)."""
+        tree = validate_tree(paths)
+        heads, last = self._heads_accepted(tree)
+        width = self.table.num_heads
+        parents = {p[:-1] for p in tree if 1 < len(p) <= width}
+        parent_codes = self._codes(rank_matrix(sorted(parents), width)) if parents else np.full((0, width), -1)
+        internal = np.unique(parent_codes[parent_codes >= 0])
+        heads_leaf = (heads > 0) & ~np.isin(last, internal)
+        right = self.lookup_right
+        chain_end = right == (right if drafted is None else drafted)
+        return np.where(right > heads, chain_end & (right > 0), heads_leaf)
 
 
 def expected_length(paths: Iterable[Sequence[int]], table: AccuracyTable, model: str = "independence") -> float:

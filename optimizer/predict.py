@@ -48,10 +48,10 @@ def predict_setup(
     paths = validate_tree(tree)
     if model in ("auto", "walk") and table.has_ranks and table.segments:
         result = walk(table, paths, lookup)
-        length, chains, name = result.tokens_per_step, result.chains, "walk"
+        length, chains, leaves, name = result.tokens_per_step, result.chains, result.leaves, "walk"
     else:
         name = resolve_length_model(table, model)
         length = TreeScorer(table, name, lookup).expected_length(paths)
-        chains = np.array([lookup.tokens if lookup else 0])
-    seconds = None if profile is None else profile.mean_step_seconds(paths, chains, lookup is not None)
+        chains, leaves = np.array([lookup.tokens if lookup else 0]), None
+    seconds = None if profile is None else profile.mean_step_seconds(paths, chains, lookup is not None, leaves=leaves)
     return Prediction(length, seconds, name)

@@ -11,7 +11,8 @@ the same ratio, and the batch's throughput B times it.
 Format 2 (``"medusa-latency/2"``, measured through the decoder's own step by
 :mod:`optimizer.step_cost`) adds the step's cost model: ``pass_seconds`` (a verification pass per
 token count in ``sizes``) and the fitted ``depth_seconds`` (per head computed),
-``internal_seconds`` (per node projected) and ``lookup_seconds`` (the lookup search);
+``internal_seconds`` (per node projected), ``lookup_seconds`` (the lookup search) and
+``leaf_seconds`` (a step whose accepted path ends in a leaf projects that leaf in a second pass);
 :meth:`LatencyProfile.step_seconds` prices a whole step from them. Its ``seconds`` are that
 model's cost of breadth-first 4-ary trees, so callers that know only a token count still compare.
 """
@@ -54,6 +55,7 @@ class LatencyProfile:
     depth_seconds: float = 0.0
     internal_seconds: float = 0.0
     lookup_seconds: float = 0.0
+    leaf_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if int(self.batch_size) < 1:
@@ -71,7 +73,7 @@ class LatencyProfile:
         passes = tuple(float(s) for s in self.pass_seconds)
         if passes and len(passes) != len(sizes):
             raise ProfileError(f"pass_seconds needs one value per size, got {len(passes)} for {len(sizes)}")
-        terms = (*passes, self.depth_seconds, self.internal_seconds, self.lookup_seconds)
+        terms = (*passes, self.depth_seconds, self.internal_seconds, self.lookup_seconds, self.leaf_seconds)
         if not all(math.isfinite(float(t)) for t in terms):
             raise ProfileError("the step cost model's terms must be finite")
         object.__setattr__(self, "pass_seconds", passes)
@@ -81,16 +83,20 @@ class LatencyProfile:
         """Whether the profile prices depth, internal nodes and the lookup (format 2), not just tokens."""
         return bool(self.pass_seconds)
 
-    def step_seconds(self, tree: Sequence[Sequence[int]], chain: float = 0.0, lookup: bool | None = None) -> float:
+    def step_seconds(
+        self, tree: Sequence[Sequence[int]], chain: float = 0.0, lookup: bool | None = None, leaf: float = 0.0
+    ) -> float:
         """Seconds of one decoding step with this heads' tree and a lookup chain of ``chain``
         tokens (a mean over steps may be fractional); ``lookup`` (default: chain > 0) says whether
-        the lookup search ran. A format-1 profile prices the token count only."""
+        the lookup search ran, ``leaf`` whether (or how often) the accepted path ended in a leaf.
+        A format-1 profile prices the token count only."""
         tokens, depth, internal = step_features(tree, chain)
         if not self.has_step_model:
             return self.latency(tokens)
         searched = chain > 0 if lookup is None else lookup
         return float(np.interp(tokens, self.sizes, self.pass_seconds) + self.depth_seconds * depth
-                     + self.internal_seconds * internal + (self.lookup_seconds if searched else 0.0))
+                     + self.internal_seconds * internal + (self.lookup_seconds if searched else 0.0)
+                     + self.leaf_seconds * leaf)
 
     def latencies(self, tokens: np.ndarray | Sequence[float]) -> np.ndarray:
         """Seconds per pass for each token count: linear interpolation between measured sizes,
@@ -107,21 +113,26 @@ class LatencyProfile:
         return float(self.latencies([tokens])[0])
 
     def mean_step_seconds(
-        self, tree: Sequence[Sequence[int]], chains: np.ndarray, lookup: bool, weights: np.ndarray | None = None
+        self, tree: Sequence[Sequence[int]], chains: np.ndarray, lookup: bool, weights: np.ndarray | None = None,
+        leaves: np.ndarray | None = None,
     ) -> float:
-        """Mean seconds of steps with this tree whose lookup chains were ``chains`` (one per step,
-        weighted by ``weights``): the pass curve is not linear (kernels change with the row count),
-        so each chain length is priced on its own rather than the mean chain."""
-        lengths, inverse = np.unique(np.asarray(chains, dtype=np.int64), return_inverse=True)
-        if not len(lengths):
+        """Mean seconds of steps with this tree whose lookup chains were ``chains`` and whose
+        accepted paths ended in a leaf where ``leaves`` (one each per step, weighted by
+        ``weights``): the pass curve is not linear (kernels change with the row count), so each
+        chain length is priced on its own rather than the mean chain."""
+        chains = np.asarray(chains, dtype=np.int64)
+        if not len(chains):
             return self.step_seconds(tree, 0.0, lookup)
-        share = np.bincount(inverse, weights=weights, minlength=len(lengths))
-        prices = np.array([self.step_seconds(tree, float(c), lookup) for c in lengths])
+        ends = np.zeros(len(chains), dtype=np.int64) if leaves is None else np.asarray(leaves, dtype=np.int64)
+        kinds, inverse = np.unique(np.stack([chains, ends], axis=1), axis=0, return_inverse=True)
+        share = np.bincount(inverse.reshape(-1), weights=weights, minlength=len(kinds))
+        prices = np.array([self.step_seconds(tree, float(c), lookup, float(e)) for c, e in kinds])
         return float(prices @ share / share.sum())
 
     def to_json(self) -> dict[str, Any]:
         model = {"pass_seconds": list(self.pass_seconds), "depth_seconds": self.depth_seconds,
-                 "internal_seconds": self.internal_seconds, "lookup_seconds": self.lookup_seconds}
+                 "internal_seconds": self.internal_seconds, "lookup_seconds": self.lookup_seconds,
+                 "leaf_seconds": self.leaf_seconds}
         return {
             "format": LATENCY_FORMAT if self.has_step_model else LATENCY_FORMATS[0],
             "sizes": list(self.sizes),
@@ -170,6 +181,7 @@ def profile_from_json(data: object) -> LatencyProfile:
         depth_seconds=float(data.get("depth_seconds", 0.0)),
         internal_seconds=float(data.get("internal_seconds", 0.0)),
         lookup_seconds=float(data.get("lookup_seconds", 0.0)),
+        leaf_seconds=float(data.get("leaf_seconds", 0.0)),
     )
 
 

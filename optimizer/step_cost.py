@@ -7,10 +7,12 @@ with children (leaves are projected only when the accepted path ends there), and
 lookup search. So the cost model is
 
     seconds = pass(tokens) + depth_seconds * depth + internal_seconds * internal + lookup_seconds * [lookup]
+              + leaf_seconds * [the accepted path ends in a leaf, projected in a second pass]
 
-with ``pass`` a measured curve over token counts and the three slopes fitted by least squares to
+with ``pass`` a measured curve over token counts and the four slopes fitted by least squares to
 steps of many shapes: for every size, trees of every depth, wide (few internal nodes) and narrow
-(many), and steps with a lookup chain. Every round times every shape once, so drift in the
+(many), steps with a lookup chain, and steps that accept a leaf (the timed step makes the leaf's
+token the model's own choice). Every round times every shape once, so drift in the
 machine's speed hits all shapes alike. Torch-free: the timed step comes from the caller.
 """
 
@@ -38,6 +40,7 @@ class StepShape:
 
     tree: tuple[Path_, ...]
     chain: int = 0
+    leaf: bool = False  # node (0,) carries the model's own next token, so the step accepts it (a leaf)
 
     @property
     def features(self) -> tuple[float, int, float]:
@@ -80,6 +83,9 @@ def profile_shapes(sizes: Sequence[int], num_heads: int, top_k: int) -> list[Ste
         tree = shaped_tree(nodes - chain, 1, top_k) if chain >= 1 else None
         if tree is not None:
             shapes.append(StepShape(tree, chain))
+        wide = shaped_tree(nodes, 1, top_k) if nodes else None
+        if wide is not None:
+            shapes.append(StepShape(wide, leaf=True))
     return shapes
 
 
@@ -88,20 +94,22 @@ def fit_step_cost(shapes: Sequence[StepShape], seconds: Sequence[float]) -> dict
     features = np.array([s.features for s in shapes], dtype=np.float64)  # [n, 3]
     sizes = sorted({int(t) for t in features[:, 0]})
     column = {size: i for i, size in enumerate(sizes)}
-    design = np.zeros((len(shapes), len(sizes) + 3))  # [n, sizes + depth + internal + lookup]
+    design = np.zeros((len(shapes), len(sizes) + 4))  # [n, sizes + depth + internal + lookup + leaf]
     for row, (shape, (tokens, depth, internal)) in enumerate(zip(shapes, features)):
         design[row, column[int(tokens)]] = 1.0
-        design[row, len(sizes):] = (depth, internal, 1.0 if shape.chain else 0.0)
+        design[row, len(sizes):] = (depth, internal, 1.0 if shape.chain else 0.0, 1.0 if shape.leaf else 0.0)
     if np.linalg.matrix_rank(design) < design.shape[1]:
-        raise ProfileError("the profile's shapes cannot separate depth, internal nodes and lookup: time more sizes")
+        raise ProfileError("the profile's shapes cannot separate depth, internal nodes, lookup and leaves: "
+                           "time more sizes")
     solution = nonnegative_slopes(design, np.asarray(seconds, dtype=np.float64), len(sizes))
     residual = design @ solution - np.asarray(seconds)
     return {
         "sizes": sizes,
         "pass_seconds": solution[: len(sizes)].tolist(),
-        "depth_seconds": float(solution[-3]),
-        "internal_seconds": float(solution[-2]),
-        "lookup_seconds": float(solution[-1]),
+        "depth_seconds": float(solution[-4]),
+        "internal_seconds": float(solution[-3]),
+        "lookup_seconds": float(solution[-2]),
+        "leaf_seconds": float(solution[-1]),
         "fit_relative_error": float(np.median(np.abs(residual) / np.asarray(seconds))),
     }
 
@@ -143,12 +151,31 @@ def measure_step_profile(
             step(shape)
     times: list[list[float]] = [[] for _ in shapes]
     for done in range(1, repeats + 1):
-        for i, shape in enumerate(shapes):
-            start = clock()
-            step(shape)
-            times[i].append(clock() - start)
+        for shape_times, seconds in zip(times, time_round(step, shapes, clock)):
+            shape_times.append(seconds)
         if progress is not None:
             progress(done, repeats)
+    return profile_from_times(shapes, times, info, {"repeats": repeats, "warmup": warmup})
+
+
+def time_round(
+    step: Callable[[StepShape], None], shapes: Sequence[StepShape], clock: Callable[[], float] = time.perf_counter
+) -> list[float]:
+    """One round: every shape's step timed once, in order."""
+    seconds = []
+    for shape in shapes:
+        start = clock()
+        step(shape)
+        seconds.append(clock() - start)
+    return seconds
+
+
+def profile_from_times(
+    shapes: Sequence[StepShape], times: Sequence[Sequence[float]], info: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> LatencyProfile:
+    """The fitted profile from every shape's timed rounds (medians); ``info`` fills the profile's
+    device/model/dtype/prefix_len/batch_size, its other keys and ``extra`` go to ``meta``."""
     medians = [statistics.median(t) for t in times]
     fit = fit_step_cost(shapes, medians)
     details = dict(info or {})
@@ -160,13 +187,15 @@ def measure_step_profile(
         dtype=str(details.pop("dtype", "")),
         prefix_len=int(details.pop("prefix_len", 0)),
         batch_size=int(details.pop("batch_size", 1)),
-        meta=details | {"repeats": repeats, "warmup": warmup, "fit_relative_error": fit["fit_relative_error"],
-                        "shapes": [[len(s.tree), s.chain] for s in shapes], "shape_seconds": medians,
-                        "round_seconds": first_shape_rounds(shapes, times)},
+        meta=details | dict(extra or {}) | {
+            "fit_relative_error": fit["fit_relative_error"],
+            "shapes": [[len(s.tree), s.chain, int(s.leaf)] for s in shapes], "shape_seconds": medians,
+            "round_seconds": first_shape_rounds(shapes, times)},
         pass_seconds=tuple(fit["pass_seconds"]),
         depth_seconds=fit["depth_seconds"],
         internal_seconds=fit["internal_seconds"],
         lookup_seconds=fit["lookup_seconds"],
+        leaf_seconds=fit["leaf_seconds"],
     )
     # The 1-D curve: the model's cost of breadth-first 4-ary trees (what format-1 profiles timed).
     curve = [profile.step_seconds(shaped_tree(s - 1, natural_depth(s - 1), 4) or ()) for s in profile.sizes]

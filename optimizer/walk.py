@@ -32,6 +32,7 @@ class Walk:
     tokens: int  # emitted over all the walked answers
     steps: int
     chains: np.ndarray = field(repr=False)  # [steps] lookup chain drafted at each step (zeros without a lookup)
+    leaves: np.ndarray = field(repr=False)  # [steps] whether the step's accepted path ended in a leaf
 
     @property
     def chain(self) -> float:
@@ -64,12 +65,13 @@ def walk(table: AccuracyTable, tree: Sequence[Sequence[int]], lookup: LookupConf
     scorer = TreeScorer(table, "empirical", lookup)
     accepted = scorer.replay_accepted(tree)  # [P]
     visited = walk_positions(accepted, table.segments)
-    chains = np.zeros(len(visited), dtype=np.int64)
+    drafted = np.zeros(len(accepted), dtype=np.int64)  # [P]
     if lookup is not None:
         outcomes = table.lookup_outcomes(lookup.min_ngram, lookup.max_ngram)
         assert outcomes is not None  # the scorer checked
-        chains = np.minimum(outcomes.proposed[visited], lookup.tokens)
-    return Walk(int((1 + accepted[visited]).sum()), len(visited), chains)
+        drafted = np.minimum(outcomes.proposed, lookup.tokens)
+    leaves = scorer.ends_in_leaf(tree, drafted)[visited]
+    return Walk(int((1 + accepted[visited]).sum()), len(visited), drafted[visited], leaves)
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,8 @@ def walk_value(table: AccuracyTable, tree: Sequence[Path_], lookup: LookupConfig
     result = walk(table, tree, lookup)
     if profile is None:
         return result, result.tokens_per_step
-    return result, result.tokens_per_step / profile.mean_step_seconds(tree, result.chains, lookup is not None)
+    seconds = profile.mean_step_seconds(tree, result.chains, lookup is not None, leaves=result.leaves)
+    return result, result.tokens_per_step / seconds
 
 
 def walk_optimum(

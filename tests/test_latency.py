@@ -53,3 +53,18 @@ def test_a_decoder_step_runs_every_profile_shape_batched_or_not():
         for shape in profile_shapes((1, 2, 6, 12), 3, 4) + [StepShape(((0,), (1,)), 8)]:
             step(shape)
             step(shape)
+
+
+def test_a_leaf_shape_accepts_its_leaf(monkeypatch):
+    from medusa_core.bench import latency
+    from optimizer.step_cost import StepShape
+
+    accepted = []
+    real = latency.commit_rows
+    monkeypatch.setattr(latency, "commit_rows", lambda cache, lengths, paths: accepted.append(paths) or real(
+        cache, lengths, paths))
+    medusa = medusa_of(tiny_base("llama"), random_heads(2), list(range(40)))
+    step = latency.decoder_step_fn(medusa, prefix_len=30)
+    step(StepShape(((0,), (1,)), leaf=True))
+    step(StepShape(((0,), (1,))))
+    assert len(accepted[0][0]) == 2 and len(accepted[1][0]) == 1  # root + node (0,), then the root alone

@@ -149,3 +149,12 @@ def test_tuning_starts_from_the_walk_optima_with_the_heads_lookup():
     setups = exact_setups(table, 4, LOOKUP)
     assert [s.tree for s in setups] == [walk_optimum(table, n, lookup=LOOKUP).tree for n in (4, 1, 2)]
     assert all(s.lookup == LOOKUP for s in setups)
+
+
+def test_a_step_ends_in_a_leaf_where_its_accepted_node_has_no_children():
+    table = table_with_lookup([[0, 0], [0, 1], [1, 0], [-1, -1], [-1, -1]], [0, 0, 0, 2, 1], segments=(5,))
+    scorer = TreeScorer(table, "empirical", LOOKUP)
+    tree = [(0,), (1,), (0, 0)]
+    # (0, 0) is a leaf; (0,) has a child; (1,) is a leaf; lookups right for 2 of a 2-token chain, 1 of 3
+    drafted = np.array([0, 0, 0, 2, 3])
+    assert scorer.ends_in_leaf(tree, drafted).tolist() == [True, False, True, True, False]

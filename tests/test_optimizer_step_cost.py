@@ -45,18 +45,20 @@ def fake_step(costs):
         tokens, depth, internal = shape.features
         now[0] += costs["base"] + costs["token"] * tokens + costs["depth"] * depth + costs["internal"] * internal
         now[0] += costs["lookup"] if shape.chain else 0.0
+        now[0] += costs.get("leaf", 0.0) if shape.leaf else 0.0
 
     return step, lambda: now[0]
 
 
 def test_the_fit_recovers_every_term_of_a_step_that_follows_the_model():
-    costs = {"base": 0.01, "token": 0.001, "depth": 0.004, "internal": 0.0005, "lookup": 0.002}
+    costs = {"base": 0.01, "token": 0.001, "depth": 0.004, "internal": 0.0005, "lookup": 0.002, "leaf": 0.003}
     step, clock = fake_step(costs)
     profile = measure_step_profile(step, 4, 10, sizes=(1, 2, 4, 8, 16, 32, 64), repeats=2, warmup=1, clock=clock,
                                    info={"model": "m", "prefix_len": 5})
     assert profile.depth_seconds == pytest.approx(0.004)
     assert profile.internal_seconds == pytest.approx(0.0005)
     assert profile.lookup_seconds == pytest.approx(0.002)
+    assert profile.leaf_seconds == pytest.approx(0.003)
     tree = [(0,), (1,), (0, 0), (0, 0, 0)]
     truth = 0.01 + 0.001 * 5 + 0.004 * 3 + 0.0005 * 3
     assert profile.step_seconds(tree) == pytest.approx(truth)
@@ -68,6 +70,7 @@ def test_the_fit_recovers_every_term_of_a_step_that_follows_the_model():
 def test_shapes_separate_the_terms_and_a_single_size_cannot():
     shapes = profile_shapes((1, 2, 4, 8, 16), 4, 10)
     assert {s.features[1] for s in shapes} == {0, 1, 2, 3, 4} and any(s.chain for s in shapes)
+    assert all(s.tree[0] == (0,) and max(map(len, s.tree)) == 1 for s in shapes if s.leaf)
     with pytest.raises(ProfileError, match="separate"):
         fit_step_cost([StepShape(((0,),))], [0.1])
 

@@ -100,7 +100,8 @@ def planted_prefix(vocab: int, prefix_len: int, gen: torch.Generator) -> tuple[l
 def decoder_step_fn(medusa: MedusaModel, prefix_len: int = 200, seed: int = 0, batch_size: int = 1) -> Callable:
     """step(shape) runs one decoder step as `generate` runs it (draft, verify, accept, read the
     next roots, commit, trace) for `batch_size` rows over a prefix_len-token cache, with the
-    shape's tree and a lookup chain of `shape.chain` tokens, then puts the cache back."""
+    shape's tree and a lookup chain of `shape.chain` tokens, then puts the cache back. For a
+    `shape.leaf` step, node (0,) carries the model's own next token, so the step accepts it."""
     from optimizer.step_cost import StepShape  # the shapes' owner; torch-free
 
     base = medusa.base
@@ -109,6 +110,8 @@ def decoder_step_fn(medusa: MedusaModel, prefix_len: int = 200, seed: int = 0, b
     with torch.inference_mode():
         cache, hidden = prefill_rows(base.model, [ids for ids, _ in prefixes])  # [B, d]
         root_logits = final_logits(base.model, hidden)  # [B, V]
+        _, after_root = prefill_rows(base.model, [ids + [root] for ids, root in prefixes])  # [B, d]
+        next_tokens = final_logits(base.model, after_root).argmax(dim=-1).tolist()  # the model's token after each root
     length = len(prefixes[0][0])
     prepared: dict[StepShape, tuple[Decoding, list[Row]]] = {}
 
@@ -117,8 +120,11 @@ def decoder_step_fn(medusa: MedusaModel, prefix_len: int = 200, seed: int = 0, b
         decoding = Decoding(medusa, shape.tree, DecodeConfig(trace_text=False, lookup=lookup))
         rows = [Row(b, "", ids, 0, torch.Generator()) for b, (ids, _) in enumerate(prefixes)]
         states = decoding.read_next(rows, hidden, root_logits, [length] * batch_size)
-        for row, state, (_, root) in zip(rows, states, prefixes):
-            row.state = dataclasses.replace(state, root=root)
+        for row, state, (_, root), after in zip(rows, states, prefixes, next_tokens):
+            heads = [list(t) for t in state.head_tokens]
+            if shape.leaf:
+                heads[0][0] = after
+            row.state = dataclasses.replace(state, root=root, head_tokens=heads)
         return decoding, rows
 
     def step(shape: StepShape) -> None:

@@ -66,17 +66,29 @@ def shaped_tree(nodes: int, depth: int, branching: int) -> tuple[Path_, ...] | N
     return tuple(sorted(tree, key=lambda p: (len(p), p))) if len(tree) == nodes else None
 
 
+def spine_tree(nodes: int, depth: int, top_k: int) -> tuple[Path_, ...] | None:
+    """``nodes`` nodes as spines (r,), (r, 0), (r, 0, 0), ... of ``depth`` under each root rank r:
+    nearly every node has a child, the most internal nodes a tree of that size and depth can
+    have; None when ``top_k`` spines hold fewer nodes."""
+    if depth < 2 or nodes > top_k * depth or nodes < depth:
+        return None
+    spines = [(r,) + (0,) * d for r in range(top_k) for d in range(depth)]
+    tree = sorted(spines[:nodes], key=lambda p: (len(p), p))
+    return tuple(tree) if max(map(len, tree)) == depth else None
+
+
 def profile_shapes(sizes: Sequence[int], num_heads: int, top_k: int) -> list[StepShape]:
-    """The shapes a step profile times: per size, every depth in a wide and a narrow tree, and
-    trees with a lookup chain beside them."""
+    """The shapes a step profile times: per size, every depth in a wide, a narrow and a spiny
+    tree (few, more and most internal nodes), trees with a lookup chain beside them, and a step
+    that accepts a leaf."""
     shapes: list[StepShape] = []
     for size in sizes:
         nodes = size - 1
         if nodes == 0:
             shapes.append(StepShape(()))
         for depth in range(1, num_heads + 1):
-            for branching in dict.fromkeys((min(WIDE, top_k), min(NARROW, top_k))):
-                tree = shaped_tree(nodes, depth, branching)
+            trees = [shaped_tree(nodes, depth, b) for b in dict.fromkeys((min(WIDE, top_k), min(NARROW, top_k)))]
+            for tree in [*trees, spine_tree(nodes, depth, top_k)]:
                 if tree is not None and StepShape(tree) not in shapes:
                     shapes.append(StepShape(tree))
         chain = min(PROBE_LOOKUP_TOKENS, nodes - 1)

@@ -12,6 +12,7 @@ from optimizer.step_cost import (
     natural_depth,
     profile_shapes,
     shaped_tree,
+    spine_tree,
 )
 from medusa_core.spec.trees import validate_tree
 
@@ -27,6 +28,13 @@ def test_shaped_trees_have_the_asked_size_and_depth(nodes, depth, branching):
     tree = shaped_tree(nodes, depth, branching)
     assert tree is not None and validate_tree(tree) == tree
     assert len(tree) == nodes and max(len(p) for p in tree) == depth
+
+
+def test_spine_trees_are_almost_all_internal_nodes():
+    tree = spine_tree(12, 4, 10)
+    assert validate_tree(tree) == tree and len(tree) == 12 and max(map(len, tree)) == 4
+    assert step_features(tree)[2] == 1 + 9  # the root and every node but the three spines' ends
+    assert spine_tree(41, 4, 10) is None and spine_tree(5, 1, 10) is None
 
 
 def test_shapes_that_cannot_exist_are_refused():

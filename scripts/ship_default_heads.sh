@@ -12,7 +12,7 @@ if [ "$step" = all ] || [ "$step" = train ]; then
 fi
 if [ "$step" = all ] || [ "$step" = trees ]; then
   rm -f "$H/tree.json" /tmp/medusa-ship.db  # calibrate with the plain chain; fresh studies
-  $py -m medusa_core calibrate --heads "$H" --prompts data/prompts/calibration.txt --out "$H/accuracy.json" --max-new-tokens 128 --top-k 10
+  $py -m medusa_core calibrate --heads "$H" --prompts data/prompts/sharegpt-calibration.txt --out "$H/accuracy.json" --max-new-tokens 128 --top-k 10
   $py -m optimizer profile --out "$B/latency-cpu-smollm2-135m.json"
   # Length: 54 heads' nodes + a 10-token context-lookup chain = 64 nodes; any match, however short.
   $py -m optimizer search --accuracy "$H/accuracy.json" --budget 54 --objective length --trials 300 --storage "sqlite:////tmp/medusa-ship.db" \

@@ -90,7 +90,8 @@ class TreeScorer:
         if self.weights is not None:
             positions = len(self.table.ranks) if self.table.ranks is not None else 0
             weights = np.asarray(self.weights, dtype=np.float64)
-            if self.model != "empirical" or weights.shape != (positions,) or weights.min(initial=0) < 0 or not weights.sum():
+            bad = weights.shape != (positions,) or weights.min(initial=0) < 0 or not weights.sum()
+            if self.model != "empirical" or bad:
                 raise LengthModelError("position weights need the empirical replay, one weight >= 0 per recorded "
                                        "position, and a positive sum")
             object.__setattr__(self, "weights", weights / weights.sum())

@@ -5,9 +5,9 @@ calibration table's answers (optimizer.walk) and seconds per step from a latency
 through the decoder's own step (optimizer.step_cost), both made on other prompts than these.
 Measured: greedy decoding of the held-out prompts with each setup, setups alternating per prompt,
 and (unless --profile names a profile file) one round of the profile's step shapes after each
-prompt, so that drift in this machine's speed hits the prediction and the measurement alike; tokens per second counts decoding steps only (the prefill, the
-same for every setup and outside the step's cost model, is left out; end-to-end figures beside).
-Prints a Markdown table and writes JSON.
+prompt, so that drift in this machine's speed hits the prediction and the measurement alike; tokens
+per second counts decoding steps only (the prefill, the same for every setup and outside the step's
+cost model, is left out; end-to-end figures beside). Prints a Markdown table and writes JSON.
 
 Usage: python scripts/predict_vs_measured.py --accuracy A --prompts data/prompts/sharegpt-test.txt
        [--num-prompts 16] [--max-new-tokens 128] [--profile P | --profile-out P]
@@ -35,7 +35,8 @@ from optimizer.step_cost import profile_from_times, profile_shapes, time_round  
 HEADS = ROOT / "heads" / "smollm2-135m-instruct"
 PROFILE_SIZES = (1, 2, 3, 4, 5, 6, 8, 12, 16, 24, 32, 48, 64, 80)
 DEFAULT_SETUPS = (f"default={HEADS / 'tree.json'}", f"heads alone={HEADS / 'tree.json'}:0",
-                  f"length tree={HEADS / 'tree-length.json'}", f"length tree, heads alone={HEADS / 'tree-length.json'}:0")
+                  f"length tree={HEADS / 'tree-length.json'}",
+                  f"length tree, heads alone={HEADS / 'tree-length.json'}:0")
 
 
 def parse_setup(spec: str) -> tuple[str, tuple, object]:

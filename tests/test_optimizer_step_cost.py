@@ -115,4 +115,5 @@ def test_steps_are_priced_per_chain_length_not_at_the_mean_chain():
     both = profile.mean_step_seconds(tree, [0, 8], lookup=True)
     assert both == pytest.approx((0.06 + 0.08) / 2)
     assert both != pytest.approx(profile.step_seconds(tree, 4, lookup=True))
-    assert profile.mean_step_seconds(tree, [0, 8, 8], True, weights=[2.0, 0.5, 0.5]) == pytest.approx((2 * 0.06 + 0.08) / 3)
+    weighted = profile.mean_step_seconds(tree, [0, 8, 8], True, weights=[2.0, 0.5, 0.5])
+    assert weighted == pytest.approx((2 * 0.06 + 0.08) / 3)

@@ -77,9 +77,16 @@ def make_tree_forward(
     heads = heads_spec_if_any(None, model_spec)
     model = load_medusa(model_spec, heads, device, dtype) if heads else load_base_model(model_spec, device, dtype)
     base = model.base if isinstance(model, MedusaModel) else model
-    info = {
+    heads_name = model.heads_name if isinstance(model, MedusaModel) else None
+    info = profile_info(base, heads_name, prefix_len, batch_size)
+    return tree_forward_fn(model, prefix_len, batch_size=batch_size), info
+
+
+def profile_info(base: BaseModel, heads: str | None, prefix_len: int, batch_size: int) -> dict:
+    """What a profile records about where it was timed."""
+    return {
         "model": base.model_id,
-        "heads": model.heads_name if isinstance(model, MedusaModel) else None,
+        "heads": heads,
         "device": str(base.device),
         "device_name": torch.cuda.get_device_name(base.device) if base.device.type == "cuda" else "cpu",
         "dtype": str(base.dtype).removeprefix("torch."),
@@ -87,7 +94,6 @@ def make_tree_forward(
         "prefix_len": prefix_len,
         "batch_size": batch_size,
     }
-    return tree_forward_fn(model, prefix_len, batch_size=batch_size), info
 
 
 def planted_prefix(vocab: int, prefix_len: int, gen: torch.Generator) -> tuple[list[int], int]:
@@ -152,16 +158,7 @@ def make_decoder_step(
     if not heads:
         raise ValueError("a decoder-step profile needs heads: set $MEDUSA_HEADS or use a model with shipped heads")
     medusa = load_medusa(model_spec, heads, device, dtype)
-    base = medusa.base
-    info = {
-        "model": base.model_id,
-        "heads": medusa.heads_name,
-        "device": str(base.device),
-        "device_name": torch.cuda.get_device_name(base.device) if base.device.type == "cuda" else "cpu",
-        "dtype": str(base.dtype).removeprefix("torch."),
-        "threads": torch.get_num_threads(),
-        "prefix_len": prefix_len,
-        "batch_size": batch_size,
+    info = profile_info(medusa.base, medusa.heads_name, prefix_len, batch_size) | {
         "num_heads": medusa.num_heads,
         "top_k": min(PROPOSAL_TOP_K, medusa.proposal.size if medusa.proposal else PROPOSAL_TOP_K),
         "timed": "decoder step",

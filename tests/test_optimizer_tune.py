@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from medusa_core.spec.lookup import LookupConfig
 from medusa_core.spec.trees import load_tree_with_lookup, validate_tree
 from optimizer.__main__ import main
-from optimizer.exact import exact_optimum
+from optimizer.walk import walk_optimum
 from optimizer.space import TreeSpace
 from optimizer.tune import (
     TUNE_SPACE_VERSION,
@@ -81,16 +81,16 @@ def test_setups_round_trip_through_the_trial_parameters():
         tune_space.params_for(Setup(((0,),), LookupConfig(17, 3, 2)))
 
 
-def test_first_setups_are_the_default_the_shipped_trees_and_the_exact_optima():
+def test_first_setups_are_the_default_the_shipped_trees_and_the_walk_optima():
     tune_space = TuneSpace(TreeSpace(top_k=10, max_depth=4, budget=64, sized=True))
     default = Setup(*load_tree_with_lookup(HEADS / "tree.json"))
     setups = starting_setups(tune_space, default, str(HEADS))
     assert setups[0] == default
     for name in ("tree-length.json", "tree-speed.json"):
         assert Setup(*load_tree_with_lookup(HEADS / name)) in setups
-    table = heads_accuracy(str(HEADS))
-    assert Setup(exact_optimum(table, 64, "auto").tree, default.lookup) in setups
-    assert Setup(exact_optimum(table, 4, "auto").tree, default.lookup) in setups
+    table = heads_accuracy(str(HEADS))  # with segments and lookups: the walk optima with the default lookup
+    assert Setup(walk_optimum(table, 64, lookup=default.lookup).tree, default.lookup) in setups
+    assert Setup(walk_optimum(table, 4, lookup=default.lookup).tree, default.lookup) in setups
     assert len(set(setups)) == len(setups)
     small = TuneSpace(TreeSpace(top_k=10, max_depth=4, budget=16, sized=True))  # the 54-node tree does not fit
     assert all(len(s.tree) <= 16 for s in starting_setups(small, default, str(HEADS)))

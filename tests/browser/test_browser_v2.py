@@ -106,6 +106,7 @@ def test_a_refused_search_keeps_the_plots_and_says_they_are_the_last_good_result
 def test_each_decoding_setting_is_explained_in_the_page(page, screenshot):
     page.click("button:has-text('Decoding settings')")
     page.click("#settings-help button, #settings-help .label-wrap")
+    page.wait_for_selector("#settings-help:has-text('threshold ε')")  # the accordion opens asynchronously
     help_text = page.locator("#settings-help").inner_text()
     for term in ("threshold ε", "alpha δ", "n-grams", "node colour: probability", "top-p", "seed"):
         assert term in help_text, term

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -176,7 +177,7 @@ def open_storage(url: str | None, heartbeat: int | None = None) -> optuna.storag
     return storage
 
 
-def _connect(url: str, kwargs: dict[str, Any], attempts: int = 3) -> optuna.storages.RDBStorage:
+def _connect(url: str, kwargs: dict[str, Any], attempts: int = 10) -> optuna.storages.RDBStorage:
     shown = _hide_password(url)
     attempt = 0
     while True:
@@ -186,10 +187,11 @@ def _connect(url: str, kwargs: dict[str, Any], attempts: int = 3) -> optuna.stor
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(url, **kwargs)
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-            # Workers creating the tables of a new database at once: one wins, the others retry.
+            # Workers creating the tables of a new database at once: one wins, the others retry,
+            # each after its own random wait, so that they do not collide again on the next table.
             if attempt == attempts:
                 raise
-            time.sleep(0.5)
+            time.sleep(random.uniform(0.2, 1.0) * attempt)
         except sqlalchemy.exc.SQLAlchemyError as err:
             reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
             raise SearchError(f"cannot open the Optuna storage {shown}: {reason}") from err

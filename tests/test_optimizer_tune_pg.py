@@ -22,6 +22,7 @@ import pytest
 from optuna.trial import TrialState
 
 from medusa_core.spec.trees import load_tree_with_lookup
+from optimizer.search import open_storage
 from tests.test_optimizer_tune import PROMPTS, TINY
 
 REPO = Path(__file__).resolve().parent.parent
@@ -127,9 +128,10 @@ def test_two_workers_share_a_postgresql_study_and_a_killed_worker_is_resumed(pos
     second = subprocess.Popen(tune_command(postgres, prompts, "--seed", "1"), cwd=REPO, env=env)
     try:
         deadline = time.monotonic() + 120
+        storage = open_storage(postgres)  # retries while the workers create the tables (optuna's own would not)
         while True:  # the workers create the study; wait for it
             try:
-                study = optuna.load_study(study_name="pg", storage=postgres)
+                study = optuna.load_study(study_name="pg", storage=storage)
                 break
             except KeyError:
                 assert time.monotonic() < deadline, "no study was created"
@@ -144,7 +146,7 @@ def test_two_workers_share_a_postgresql_study_and_a_killed_worker_is_resumed(pos
         for worker in (first, second):
             if worker.poll() is None:
                 worker.kill()
-    trials = optuna.load_study(study_name="pg", storage=postgres).get_trials()
+    trials = optuna.load_study(study_name="pg", storage=open_storage(postgres)).get_trials()
     assert [t.number for t in trials] == list(range(len(trials)))  # unique numbers, none missing
     finished = [t for t in trials if t.state in FINISHED]
     assert len(finished) == 8  # the requested number, no more

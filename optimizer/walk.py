@@ -33,6 +33,7 @@ class Walk:
     steps: int
     chains: np.ndarray = field(repr=False)  # [steps] lookup chain drafted at each step (zeros without a lookup)
     leaves: np.ndarray = field(repr=False)  # [steps] whether the step's accepted path ended in a leaf
+    visited: np.ndarray = field(repr=False)  # [steps] the table position each step started at
 
     @property
     def chain(self) -> float:
@@ -71,7 +72,7 @@ def walk(table: AccuracyTable, tree: Sequence[Sequence[int]], lookup: LookupConf
         assert outcomes is not None  # the scorer checked
         drafted = np.minimum(outcomes.proposed, lookup.tokens)
     leaves = scorer.ends_in_leaf(tree, drafted)[visited]
-    return Walk(int((1 + accepted[visited]).sum()), len(visited), drafted[visited], leaves)
+    return Walk(int((1 + accepted[visited]).sum()), len(visited), drafted[visited], leaves, np.asarray(visited))
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,7 @@ def walk_optimum(
         if tree in seen:
             break
         seen.append(tree)
-        accepted = TreeScorer(table, "empirical", lookup).replay_accepted(tree)
-        weights = np.zeros(len(accepted))
-        weights[walk_positions(accepted, table.segments)] = 1.0
+        weights = np.zeros(len(table.ranks))  # type: ignore[arg-type]  # the walk checked the ranks
+        weights[result.visited] = 1.0
     assert best is not None
     return dataclasses.replace(best, rounds=rounds)

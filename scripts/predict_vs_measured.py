@@ -51,7 +51,8 @@ def parse_setup(spec: str) -> tuple[str, tuple, object]:
 
 def measure(medusa, prompts, ids, setups, max_new_tokens, between=None):
     """Totals per setup; ``between()`` runs after each prompt's setups (a profile round)."""
-    totals = {name: {"tokens": 0, "steps": 0, "step_seconds": 0.0, "seconds": 0.0} for name, *_ in setups}
+    totals = {name: {"tokens": 0, "steps": 0, "timed_tokens": 0, "step_seconds": 0.0, "seconds": 0.0}
+              for name, *_ in setups}
     for prompt, prompt_ids in zip(prompts, ids):
         if between is not None:
             between()
@@ -63,7 +64,7 @@ def measure(medusa, prompts, ids, setups, max_new_tokens, between=None):
             total["steps"] += record.num_steps
             total["step_seconds"] += sum(step.seconds for step in record.steps[1:])  # step 1 also ran the prefill
             total["seconds"] += record.seconds
-            total["timed_tokens"] = total.get("timed_tokens", 0) + sum(len(s.emitted) for s in record.steps[1:])
+            total["timed_tokens"] += sum(len(s.emitted) for s in record.steps[1:])
     return totals
 
 

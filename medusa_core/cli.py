@@ -12,7 +12,7 @@ from tqdm import tqdm
 from medusa_core.engine.acceptance import TypicalConfig
 from medusa_core.engine.sampling import SamplingConfig
 from medusa_core.spec.lookup import LookupConfig, lookup_or_none
-from medusa_core.engine.loop import DecodeConfig, generate, generate_batch
+from medusa_core.engine.loop import DecodeConfig, generate_batch
 from medusa_core.engine.records import GenerationRecord
 from medusa_core.modeling.device import DEVICE_CHOICES, DTYPE_CHOICES
 from medusa_core.training.distill_data import read_prompt_file
@@ -184,6 +184,11 @@ def train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--full-vocab", action="store_true", help="softmax over the whole vocabulary in the loss (default: the tokens the data uses; faster)"
     )
+    p.add_argument("--loss", choices=("hard", "soft"), default="hard",
+                   help="hard: the answer's next tokens; soft: KL to the base model's distribution (Medusa-2)")
+    p.add_argument("--head-weight-decay", type=float, default=1.0, help="head k's loss weighs this^k (Medusa: 0.8)")
+    p.add_argument("--proposal-vocab-size", type=int, default=None,
+                   help="rank and propose only the N most frequent answer tokens (default: every token the data uses)")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -203,6 +208,9 @@ def run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         full_vocab=args.full_vocab,
+        loss=args.loss,
+        head_weight_decay=args.head_weight_decay,
+        proposal_vocab_size=args.proposal_vocab_size,
     )
     if config.prompts:
         read_prompt_file(config.prompts)  # fail on a bad file before loading the model
@@ -210,12 +218,12 @@ def run_train(args: argparse.Namespace) -> int:
     bar = Bar()
     result = train_heads(base, config, bar)
     bar.close()
-    acc = result.accuracy
+    acc, prop = result.accuracy, result.proposal_accuracy
     if result.resumed_from_step:
         print(f"resumed from step {result.resumed_from_step} of {result.steps}")
-    print(f"heads saved to {config.out}; validation on {acc.samples} positions:")
-    for k, (t1, t5) in enumerate(zip(acc.top1, acc.top5)):
-        print(f"  head {k}: top-1 {t1:.3f}  top-5 {t5:.3f}")
+    print(f"heads saved to {config.out}; validation on {acc.samples} positions (full vocabulary | proposal vocabulary):")
+    for k in range(len(acc.top1)):
+        print(f"  head {k}: top-1 {acc.top1[k]:.3f}  top-5 {acc.top5[k]:.3f} | top-1 {prop.top1[k]:.3f}  top-5 {prop.top5[k]:.3f}")
     return 0
 
 

@@ -258,11 +258,18 @@ def test_train_heads_on_distilled_chunks(tmp_path):
     made = cli("distill", "--prompts", str(prompts), "--out", str(chunks), "--chunk-size", "2", "--max-new-tokens", "24")
     assert made.returncode == 0, made.stderr
     out_dir = tmp_path / "h"
-    out = cli("train-heads", "--distilled", str(chunks), "--out", str(out_dir), "--epochs", "1", "--batch-size", "8")
+    out = cli("train-heads", "--distilled", str(chunks), "--out", str(out_dir), "--epochs", "1", "--batch-size", "8",
+              "--loss", "soft", "--head-weight-decay", "0.8", "--proposal-vocab-size", "30")
     assert out.returncode == 0, out.stderr
-    assert "head 0: top-1" in out.stdout
-    card = json.loads((out_dir / "training.json").read_text())["training"]
+    assert "head 0: top-1" in out.stdout and "proposal vocabulary" in out.stdout
+    saved = json.loads((out_dir / "training.json").read_text())
+    card = saved["training"]
     assert card["distilled"] == [str(chunks)] and card["prompts"] == ""
+    assert card["loss"] == "soft" and card["head_weight_decay"] == 0.8 and card["loss_vocabulary"] == 30
+    assert len(json.loads((out_dir / "proposal_vocab.json").read_text())["tokens"]) == 30
+    assert len(saved["validation_proposal"]["top1"]) == 4
+    bad = cli("train-heads", "--distilled", str(chunks), "--out", str(tmp_path / "h3"), "--head-weight-decay", "1.5")
+    assert bad.returncode == 2 and "head_weight_decay must be in (0, 1]" in bad.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
     refused = cli("train-heads", "--distilled", str(empty), "--out", str(tmp_path / "h2"))

@@ -2,16 +2,20 @@
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from medusa_core.training.distill_data import IGNORE, HiddenCache, generate_responses, hidden_cache_of, hidden_states_for
-from medusa_core.training.training import conversation_vocabulary, remap_targets, training_lm_head
+from medusa_core.training.training import remap_targets, training_lm_head
+from medusa_core.training.distill_chunks import FORMAT, write_chunk
+from medusa_core.training.losses import hard_loss, head_weights, soft_loss, teacher_logits
+from medusa_core.training.training_data import concat_hidden_caches, distilled_hidden_cache, training_vocabulary
 from tiny_models import HIDDEN, VOCAB, tiny_base
 
 
 def test_vocabulary_is_every_token_the_conversations_use():
     tokens = [torch.tensor([5, 3, 9]), torch.tensor([9, 1])]
     cache = HiddenCache(torch.zeros(3, HIDDEN), tokens, torch.tensor([0, 0]), torch.tensor([0, 2, 3]))
-    assert conversation_vocabulary(cache).tolist() == [1, 3, 5, 9]
+    assert training_vocabulary(cache, VOCAB, None).tolist() == [1, 3, 5, 9]
 
 
 def test_cut_lm_head_gives_the_full_heads_logits_of_the_kept_tokens():
@@ -47,3 +51,85 @@ def test_hidden_states_kept_from_generation_equal_a_fresh_forward(arch):
     assert cache.offsets.tolist() == [0, 7, 14, 21, 28] and cache.starts.tolist() == [2, 0, 5, 1]
     with pytest.raises(ValueError, match="hidden states for a response"):
         hidden_cache_of(conversations[:1], [hidden[0][:3]])
+
+
+def test_hard_loss_is_a_weighted_mean_of_per_head_cross_entropies():
+    logits = torch.randn(3, 5, 11)  # [K, B, V]
+    targets = torch.randint(0, 11, (5, 3))
+    targets[0, 2] = targets[4, 2] = IGNORE
+    per_head = torch.stack([
+        F.cross_entropy(logits[k], targets[:, k], ignore_index=IGNORE) for k in range(3)
+    ])
+    w = head_weights(3, 0.8)
+    assert w.tolist() == pytest.approx([1.0, 0.8, 0.64])
+    torch.testing.assert_close(hard_loss(logits, targets, w), (per_head * w).sum() / w.sum())
+    torch.testing.assert_close(hard_loss(logits, targets, head_weights(3, 1.0)), per_head.mean())
+
+
+def test_soft_loss_is_the_kl_to_the_teacher_and_vanishes_at_it():
+    teacher = torch.randn(2, 4, 9)
+    targets = torch.zeros(4, 2, dtype=torch.long)
+    targets[3, 1] = IGNORE
+    w = head_weights(2, 1.0)
+    assert soft_loss(teacher.clone(), teacher, targets, w).item() == pytest.approx(0.0, abs=1e-6)
+    logits = torch.randn(2, 4, 9, requires_grad=True)
+    p = teacher.softmax(-1)
+    kl = (p * (p.log() - logits.log_softmax(-1))).sum(-1)  # [K, B]
+    expected = (kl[0].mean() + kl[1, :3].mean()) / 2
+    loss = soft_loss(logits, teacher, targets, w)
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert logits.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_teacher_rows_hold_the_base_distribution_of_each_heads_target(arch):
+    """On the model's own greedy answer, the teacher's argmax is every head's hard target."""
+    base = tiny_base(arch)
+    conversations, hidden = generate_responses(base, [[5, 6, 7], [9, 4]], max_new_tokens=9, batch_size=2)
+    cache = hidden_cache_of(conversations, hidden)
+    rows, targets = cache.targets(3, [0, 1])  # [R], [R, K]
+    lm_head = training_lm_head(base, None)
+    teacher = teacher_logits(cache.hidden, lm_head, rows, 3)  # [K, R, V]
+    valid = targets.T != IGNORE
+    assert valid.sum() > 0
+    assert torch.equal(teacher.argmax(-1)[valid], targets.T[valid])
+
+
+def test_proposal_vocabulary_keeps_the_most_frequent_answer_tokens():
+    tokens = [torch.tensor([50, 5, 3, 3, 9]), torch.tensor([51, 3, 9, 7])]  # prompt = first token
+    cache = HiddenCache(torch.zeros(6, HIDDEN), tokens, torch.tensor([0, 0]), torch.tensor([0, 4, 6]))
+    assert training_vocabulary(cache, VOCAB, 2).tolist() == [3, 9]  # 3 thrice, 9 twice; prompts not counted
+    assert training_vocabulary(cache, VOCAB, 100).tolist() == [3, 5, 7, 9]
+    assert training_vocabulary(cache, VOCAB, None).tolist() == [3, 5, 7, 9, 50, 51]
+
+
+def test_concatenated_caches_give_each_parts_rows_and_targets():
+    base = tiny_base("llama")
+    conversations, hidden = generate_responses(base, [[5, 6], [9], [3, 4, 8]], max_new_tokens=5, batch_size=3)
+    parts = [hidden_cache_of(conversations[:2], hidden[:2]), hidden_cache_of(conversations[2:], hidden[2:])]
+    whole = concat_hidden_caches(parts)
+    direct = hidden_cache_of(conversations, hidden)
+    for a, b in ((whole.hidden, direct.hidden), (whole.starts, direct.starts), (whole.offsets, direct.offsets)):
+        assert torch.equal(a, b)
+    assert torch.equal(whole.targets(2, [0, 1, 2])[1], direct.targets(2, [0, 1, 2])[1])
+
+
+def test_distilled_hidden_states_are_cached_per_chunk(tmp_path, monkeypatch):
+    """Adding a chunk recomputes only that chunk's hidden states."""
+    monkeypatch.setenv("MEDUSA_CACHE", str(tmp_path / "cache"))
+    base = tiny_base("llama")
+    header = {"format": FORMAT, "model": "tiny", "prompts_sha": "x", "max_new_tokens": 4}
+    conversations, _ = generate_responses(base, [[5, 6], [9], [3, 4, 8]], max_new_tokens=4, batch_size=3)
+    folder = tmp_path / "chunks"
+    folder.mkdir()
+    write_chunk(folder / "chunk-00000.json.xz", header, conversations[:2], 0)
+    stages: list[str] = []
+    first = distilled_hidden_cache(base, [str(folder)], lambda s, d, t: stages.append(s))
+    assert first.offsets.tolist() == [0, 4, 8] and stages[-1] == "hidden states, chunk 1/1"
+    write_chunk(folder / "chunk-00001.json.xz", header, conversations[2:], 2)
+    stages.clear()
+    both = distilled_hidden_cache(base, [str(folder)], lambda s, d, t: stages.append(s))
+    assert set(stages) == {"hidden states, chunk 2/2"}
+    assert torch.equal(both.hidden[:8], first.hidden) and both.offsets.tolist() == [0, 4, 8, 12]
+    assert distilled_hidden_cache(base, [str(folder)]).hidden.shape == both.hidden.shape

@@ -141,11 +141,10 @@ def iter_chunks(folder: str | Path) -> Iterator[Path]:
     yield from sorted(Path(folder).glob("chunk-*.json.xz"))
 
 
+def chunk_conversations(path: Path) -> list[Conversation]:
+    return [Conversation(row["prompt_ids"], row["response_ids"]) for row in read_chunk(path)["rows"]]
+
+
 def load_distilled(folders: Sequence[str | Path]) -> list[Conversation]:
     """Every conversation of every chunk in the folders, in chunk order."""
-    return [
-        Conversation(row["prompt_ids"], row["response_ids"])
-        for folder in folders
-        for path in iter_chunks(folder)
-        for row in read_chunk(path)["rows"]
-    ]
+    return [c for folder in folders for path in iter_chunks(folder) for c in chunk_conversations(path)]

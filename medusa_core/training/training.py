@@ -2,41 +2,25 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from medusa_core.modeling.default_model import cache_root
-from medusa_core.training.distill_chunks import iter_chunks, load_distilled
-from medusa_core.training.distill_data import (
-    IGNORE,
-    HiddenCache,
-    build_hidden_cache,
-    data_key,
-    encode_prompts,
-    generate_responses,
-    hidden_cache_of,
-    load_conversations,
-    load_hidden_cache,
-    read_prompt_file,
-    save_conversations,
-    save_hidden_cache,
-)
 from medusa_core.modeling.heads import HeadsConfig, MedusaHeads
 from medusa_core.modeling.heads_io import save_heads
 from medusa_core.modeling.models import BaseModel
 from medusa_core.modeling.proposal_vocab import lm_head_rows, positions_in
+from medusa_core.training.distill_data import IGNORE, HiddenCache
+from medusa_core.training.losses import LOSSES, hard_loss, head_weights, soft_loss, teacher_logits
+from medusa_core.training.training_data import Stage, distilled_hidden_cache, prompts_hidden_cache, training_vocabulary
 
 CHECKPOINT = "training-checkpoint.pt"
-Stage = Callable[[str, int, int], None]  # (stage name, done, total)
 
 
 @dataclass(frozen=True)
@@ -56,6 +40,9 @@ class TrainConfig:
     checkpoint_every: int = 50
     full_vocab: bool = False  # False: the loss's softmax spans only the tokens the conversations use
     distilled: tuple[str, ...] = ()  # folders of distill chunks to train on instead of generating from `prompts`
+    loss: str = "hard"  # "hard": the next tokens; "soft": KL to the base model's distribution (Medusa-2)
+    head_weight_decay: float = 1.0  # head k's loss weighs decay^k (Medusa: 0.8)
+    proposal_vocab_size: int | None = None  # keep the N most frequent answer tokens (None: every token used)
 
     def __post_init__(self) -> None:
         if not self.prompts and not self.distilled:
@@ -66,6 +53,12 @@ class TrainConfig:
             raise ValueError("need epochs >= 1, batch_size >= 1 and lr > 0")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if not 0 < self.head_weight_decay <= 1:
+            raise ValueError(f"head_weight_decay must be in (0, 1], got {self.head_weight_decay}")
+        if self.proposal_vocab_size is not None and (self.proposal_vocab_size < 1 or self.full_vocab):
+            raise ValueError("proposal_vocab_size must be >= 1, and cannot be combined with full_vocab")
 
 
 @dataclass(frozen=True)
@@ -75,43 +68,10 @@ class HeadAccuracy:
     samples: int
 
 
-def distilled_hidden_cache(base: BaseModel, folders: tuple[str, ...], stage: Stage | None) -> HiddenCache:
-    """Hidden states recomputed from saved distill chunks (cached, keyed by the chunk files)."""
-    files = [p for folder in folders for p in iter_chunks(folder)]
-    if not files:
-        raise ValueError(f"no distill chunks (chunk-*.json.xz) in {', '.join(folders)}")
-    key = hashlib.sha256(json.dumps([base.name] + [[p.name, p.stat().st_size] for p in files]).encode()).hexdigest()[:16]
-    hidden_file = cache_root() / "distill" / f"chunks-{key}" / "hidden.pt"
-    if hidden_file.is_file():
-        return load_hidden_cache(hidden_file)
-    hidden_file.parent.mkdir(parents=True, exist_ok=True)
-    report = (lambda d, t: stage("hidden states", d, t)) if stage else None
-    cache = build_hidden_cache(base, load_distilled(folders), report)
-    save_hidden_cache(cache, hidden_file)
-    return cache
-
-
 def prepare_hidden_cache(base: BaseModel, config: TrainConfig, stage: Stage | None) -> HiddenCache:
-    """Generate (or reuse) the self-distilled text and the frozen model's hidden states."""
     if config.distilled:
         return distilled_hidden_cache(base, config.distilled, stage)
-    prompts = read_prompt_file(config.prompts)
-    prompt_ids = encode_prompts(base, prompts, config.max_new_tokens)
-    folder = cache_root() / "distill" / data_key(base, prompts, config.max_new_tokens)
-    folder.mkdir(parents=True, exist_ok=True)
-    conv_file, hidden_file = folder / "conversations.json", folder / "hidden.pt"
-    if hidden_file.is_file():
-        return load_hidden_cache(hidden_file)
-    if conv_file.is_file():  # text kept from an interrupted run: recompute its hidden states
-        report = (lambda d, t: stage("hidden states", d, t)) if stage else None
-        cache = build_hidden_cache(base, load_conversations(conv_file), report)
-    else:
-        report = (lambda d, t: stage("generate", d, t)) if stage else None
-        conversations, hidden = generate_responses(base, prompt_ids, config.max_new_tokens, config.gen_batch_size, report)
-        save_conversations(conversations, conv_file)
-        cache = hidden_cache_of(conversations, hidden)
-    save_hidden_cache(cache, hidden_file)
-    return cache
+    return prompts_hidden_cache(base, config.prompts, config.max_new_tokens, config.gen_batch_size, stage)
 
 
 def split_conversations(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -119,11 +79,6 @@ def split_conversations(n: int, val_fraction: float, seed: int) -> tuple[list[in
     random.Random(seed).shuffle(order)
     n_val = max(1, round(n * val_fraction))
     return sorted(order[n_val:]), sorted(order[:n_val])
-
-
-def conversation_vocabulary(cache: HiddenCache) -> torch.Tensor:
-    """Sorted ids [U] of every token the conversations use; all head targets are among them."""
-    return torch.unique(torch.cat(cache.tokens))
 
 
 def training_lm_head(base: BaseModel, vocab: torch.Tensor | None) -> nn.Linear:
@@ -144,32 +99,54 @@ def remap_targets(targets: torch.Tensor, vocab: torch.Tensor | None, vocab_size:
     return torch.where((targets == IGNORE) | (positions < 0), IGNORE, positions)
 
 
-def heads_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """logits [K, B, V], targets [B, K] -> mean cross-entropy over heads and valid targets."""
-    k, b, v = logits.shape
-    return F.cross_entropy(logits.reshape(k * b, v).float(), targets.T.reshape(-1), ignore_index=IGNORE)
-
-
 def batches(rows: torch.Tensor, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
     perm = rows[torch.randperm(rows.shape[0], generator=generator)]
     yield from perm.split(batch_size)
 
 
-def evaluate_heads(heads: MedusaHeads, lm_head: torch.nn.Module, cache: HiddenCache, rows: torch.Tensor, targets: torch.Tensor) -> HeadAccuracy:
-    """Per-head top-1/top-5 accuracy on held-out positions."""
+@dataclass
+class HitCounter:
+    """Top-1/top-5 hits of each head's ranking against its targets."""
+
+    hits1: torch.Tensor  # [K]
+    hits5: torch.Tensor
+    counts: torch.Tensor
+
+    @classmethod
+    def zeros(cls, k: int) -> "HitCounter":
+        return cls(torch.zeros(k), torch.zeros(k), torch.zeros(k))
+
+    def add(self, top5: torch.Tensor, tgt: torch.Tensor) -> None:
+        """top5 [K, B, 5] token ids, tgt [K, B] (IGNORE where none)."""
+        valid = tgt != IGNORE
+        self.hits1 += ((top5[..., 0] == tgt) & valid).sum(dim=1)
+        self.hits5 += ((top5 == tgt[..., None]).any(-1) & valid).sum(dim=1)
+        self.counts += valid.sum(dim=1)
+
+    def accuracy(self, samples: int) -> HeadAccuracy:
+        counts = self.counts.clamp(min=1)
+        return HeadAccuracy((self.hits1 / counts).tolist(), (self.hits5 / counts).tolist(), samples)
+
+
+def evaluate_heads(
+    heads: MedusaHeads, lm_head: nn.Module, cache: HiddenCache, rows: torch.Tensor, targets: torch.Tensor,
+    vocab: torch.Tensor | None = None,
+) -> tuple[HeadAccuracy, HeadAccuracy]:
+    """Per-head top-1/top-5 on held-out positions: ranked over the full vocabulary, and over the
+    proposal vocabulary `vocab` as decoding ranks (the same when `vocab` is None)."""
     k = heads.config.num_heads
-    hits1, hits5, counts = torch.zeros(k), torch.zeros(k), torch.zeros(k)
+    full, proposal = HitCounter.zeros(k), HitCounter.zeros(k)
     with torch.inference_mode():
         for chunk in torch.arange(rows.shape[0]).split(256):
             hidden = cache.hidden[rows[chunk]].to(lm_head.weight.device, torch.float32)
-            top5 = heads(hidden, lm_head).topk(5, dim=-1).indices.cpu()  # [K, B, 5]
+            logits = heads(hidden, lm_head)  # [K, B, V]
             tgt = targets[chunk].T  # [K, B]
-            valid = tgt != IGNORE
-            hits1 += ((top5[..., 0] == tgt) & valid).sum(dim=1)
-            hits5 += ((top5 == tgt[..., None]).any(-1) & valid).sum(dim=1)
-            counts += valid.sum(dim=1)
-    counts = counts.clamp(min=1)
-    return HeadAccuracy((hits1 / counts).tolist(), (hits5 / counts).tolist(), int(rows.shape[0]))
+            full.add(logits.topk(5, dim=-1).indices.cpu(), tgt)
+            if vocab is not None:
+                cut = logits[..., vocab.to(logits.device)]  # [K, B, U]
+                proposal.add(vocab[cut.topk(min(5, cut.shape[-1]), dim=-1).indices.cpu()], tgt)
+    samples = int(rows.shape[0])
+    return full.accuracy(samples), (proposal if vocab is not None else full).accuracy(samples)
 
 
 # Settings a checkpoint does not depend on: where it is written and how often.
@@ -205,10 +182,23 @@ def lr_at(step: int, total: int, base_lr: float) -> float:
     return base_lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
 
+def batch_loss(
+    heads: MedusaHeads, lm_head: nn.Module, hidden_rows: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor,
+    weights: torch.Tensor, loss: str,
+) -> torch.Tensor:
+    """The training loss of one batch of rows (targets [B, K] are positions in lm_head's vocabulary)."""
+    hidden = hidden_rows[rows].to(lm_head.weight.device, torch.float32)  # [B, d]
+    logits = heads(hidden, lm_head)  # [K, B, U]
+    if loss == "soft":
+        return soft_loss(logits, teacher_logits(hidden_rows, lm_head, rows, logits.shape[0]), targets, weights)
+    return hard_loss(logits, targets, weights)
+
+
 @dataclass(frozen=True)
 class TrainResult:
     heads: MedusaHeads
-    accuracy: HeadAccuracy
+    accuracy: HeadAccuracy  # held-out positions, ranked over the full vocabulary
+    proposal_accuracy: HeadAccuracy  # the same, ranked over the proposal vocabulary as decoding does
     resumed_from_step: int  # 0 for a fresh run
     steps: int
 
@@ -221,9 +211,10 @@ def train_heads(base: BaseModel, config: TrainConfig, stage: Stage | None = None
     train_rows, train_targets_all = cache.targets(config.num_heads, train_ids)
     val_rows, val_targets = cache.targets(config.num_heads, val_ids)
     # `targets` is indexed by row of `hidden`; build a lookup so shuffled batches find theirs.
-    vocab = None if config.full_vocab else conversation_vocabulary(cache)
+    vocab = None if config.full_vocab else training_vocabulary(cache, base.vocab_size, config.proposal_vocab_size)
     target_of = torch.full((cache.hidden.shape[0], config.num_heads), IGNORE, dtype=torch.long)
     target_of[train_rows] = remap_targets(train_targets_all, vocab, base.vocab_size)
+    weights = head_weights(config.num_heads, config.head_weight_decay)
 
     heads_config = HeadsConfig(config.num_heads, config.num_layers, base.hidden_size, base.vocab_size, True, base.model_id)
     heads = MedusaHeads(heads_config).to(base.device)
@@ -253,8 +244,7 @@ def train_heads(base: BaseModel, config: TrainConfig, stage: Stage | None = None
                 continue  # resuming mid-epoch: same permutation, skip what was done
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total, config.lr)
-            hidden = cache.hidden[rows].to(base.device, torch.float32)  # [B, d]
-            loss = heads_loss(heads(hidden, lm_head), target_of[rows].to(base.device))
+            loss = batch_loss(heads, lm_head, cache.hidden, rows, target_of[rows].to(base.device), weights, config.loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -266,9 +256,9 @@ def train_heads(base: BaseModel, config: TrainConfig, stage: Stage | None = None
             if step % steps_per_epoch == 0:
                 break
     heads.eval()
-    accuracy = evaluate_heads(heads, training_lm_head(base, None), cache, val_rows, val_targets)
+    accuracy, proposal = evaluate_heads(heads, training_lm_head(base, None), cache, val_rows, val_targets, vocab)
     extra = {"train_positions": int(train_rows.shape[0]), "steps": total, "loss_vocabulary": int(lm_head.out_features)}
-    card = {"training": asdict(config) | extra, "validation": asdict(accuracy)}
+    card = {"training": asdict(config) | extra, "validation": asdict(accuracy), "validation_proposal": asdict(proposal)}
     save_heads(heads, out, extra={"medusa_explorer_training": card}, proposal_tokens=vocab)
     (out / "training.json").write_text(json.dumps(card, indent=1))
-    return TrainResult(heads, accuracy, resumed_from, total)
+    return TrainResult(heads, accuracy, proposal, resumed_from, total)

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from medusa_core.training.distill_data import IGNORE, HiddenCache, generate_responses, hidden_cache_of, hidden_states_for
+from medusa_core.training.distill_data import IGNORE, HiddenCache, build_hidden_cache, generate_responses, hidden_cache_of, hidden_states_for
 from medusa_core.training.training import remap_targets, training_lm_head
-from medusa_core.training.distill_chunks import FORMAT, write_chunk
+from medusa_core.training.distill_chunks import FORMAT, DistillConfig, distill, load_distilled, write_chunk
 from medusa_core.training.losses import hard_loss, head_weights, soft_loss, teacher_logits
 from medusa_core.training.training_data import concat_hidden_caches, distilled_hidden_cache, training_vocabulary
 from tiny_models import HIDDEN, VOCAB, tiny_base
@@ -133,3 +133,19 @@ def test_distilled_hidden_states_are_cached_per_chunk(tmp_path, monkeypatch):
     assert set(stages) == {"hidden states, chunk 2/2"}
     assert torch.equal(both.hidden[:8], first.hidden) and both.offsets.tolist() == [0, 4, 8, 12]
     assert distilled_hidden_cache(base, [str(folder)]).hidden.shape == both.hidden.shape
+
+
+def test_distill_keeps_the_hidden_states_it_generated(tmp_path, monkeypatch):
+    """Chunks written by `distill` come with their hidden states: training computes none again."""
+    monkeypatch.setenv("MEDUSA_CACHE", str(tmp_path / "cache"))
+    base = tiny_base("llama")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("5 6\n9\n3 4 8\n")
+    out = tmp_path / "chunks"
+    distill(base, DistillConfig(str(prompts), str(out), chunk_size=2, batch_size=2, max_new_tokens=5))
+    stages: list[str] = []
+    cache = distilled_hidden_cache(base, [str(out)], lambda s, d, t: stages.append(s))
+    assert stages == [] and len(cache.tokens) == 3
+    fresh = build_hidden_cache(base, load_distilled([out]))
+    torch.testing.assert_close(cache.hidden, fresh.hidden, rtol=2e-3, atol=2e-3)
+    assert torch.equal(cache.offsets, fresh.offsets) and torch.equal(cache.starts, fresh.starts)

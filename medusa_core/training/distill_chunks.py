@@ -16,10 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-import torch
-
-from medusa_core.training.distill_data import Conversation, encode_prompts, read_prompt_file, trim_response
+from medusa_core.modeling.default_model import cache_root
 from medusa_core.modeling.models import BaseModel
+from medusa_core.training.distill_data import (
+    Conversation,
+    HiddenCache,
+    encode_prompts,
+    generate_responses,
+    hidden_cache_of,
+    read_prompt_file,
+    save_hidden_cache,
+)
 
 FORMAT = "medusa-distill/1"
 ChunkProgress = Callable[[int, int, int], None]  # (prompts done, prompts total, answer tokens so far)
@@ -87,31 +94,22 @@ def check_chunk(path: Path, header: dict) -> int:
     return sum(len(r["response_ids"]) for r in data["rows"])
 
 
-def generate_batch(base: BaseModel, batch: Sequence[list[int]], max_new_tokens: int) -> list[list[int]]:
-    """Greedy answers for prompts of different lengths at once, with left padding."""
-    pad = base.pad_token_id
-    width = max(len(ids) for ids in batch)
-    input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch], device=base.device)  # [B, W]
-    mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(ids) for ids in batch])[:, None]).long()
-    with torch.inference_mode():
-        out = base.model.generate(
-            input_ids=input_ids,
-            attention_mask=mask.to(base.device),
-            do_sample=False,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=pad,
-        )
-    return [trim_response(row[width:].tolist(), base.eos_token_ids) for row in out]
+def chunk_hidden_file(base: BaseModel, chunk: Path) -> Path:
+    """Where the hidden states of a chunk's conversations are cached, keyed by the chunk's bytes."""
+    key = hashlib.sha256(base.name.encode() + b"\0" + chunk.read_bytes()).hexdigest()[:16]
+    return cache_root() / "distill" / "chunk-hidden" / f"{key}.pt"
 
 
-def generate_chunk(base: BaseModel, prompt_ids: Sequence[list[int]], config: DistillConfig) -> list[Conversation]:
-    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))  # similar lengths, less padding
-    answers: dict[int, list[int]] = {}
-    for start in range(0, len(order), config.batch_size):
-        rows = order[start : start + config.batch_size]
-        for i, response in zip(rows, generate_batch(base, [prompt_ids[i] for i in rows], config.max_new_tokens)):
-            answers[i] = response
-    return [Conversation(list(prompt_ids[i]), answers[i]) for i in range(len(prompt_ids))]
+def generate_chunk(base: BaseModel, prompt_ids: Sequence[list[int]], config: DistillConfig) -> HiddenCache:
+    """The chunk's greedy answers, with the hidden states generation computed on the way."""
+    conversations, hidden = generate_responses(base, prompt_ids, config.max_new_tokens, config.batch_size)
+    return hidden_cache_of(conversations, hidden)
+
+
+def save_chunk_hidden(base: BaseModel, path: Path, cache: HiddenCache) -> None:
+    hidden_file = chunk_hidden_file(base, path)
+    hidden_file.parent.mkdir(parents=True, exist_ok=True)
+    save_hidden_cache(cache, hidden_file)
 
 
 def distill(base: BaseModel, config: DistillConfig, progress: ChunkProgress | None = None) -> int:
@@ -129,8 +127,11 @@ def distill(base: BaseModel, config: DistillConfig, progress: ChunkProgress | No
         if path.is_file():
             tokens += check_chunk(path, header)
         else:
-            conversations = generate_chunk(base, encode_prompts(base, part, config.max_new_tokens), config)
+            cache = generate_chunk(base, encode_prompts(base, part, config.max_new_tokens), config)
+            conversations = [Conversation(t[: int(s) + 1].tolist(), t[int(s) + 1 :].tolist())
+                             for t, s in zip(cache.tokens, cache.starts)]
             write_chunk(path, header, conversations, first)
+            save_chunk_hidden(base, path, cache)  # training need not recompute them
             tokens += sum(len(c.response_ids) for c in conversations)
         if progress:
             progress(first + len(part), len(prompts), tokens)

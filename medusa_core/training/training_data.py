@@ -6,15 +6,13 @@ growing the data set only computes the chunks that are new.
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
 from medusa_core.modeling.default_model import cache_root
 from medusa_core.modeling.models import BaseModel
-from medusa_core.training.distill_chunks import chunk_conversations, iter_chunks
+from medusa_core.training.distill_chunks import chunk_conversations, chunk_hidden_file, iter_chunks
 from medusa_core.training.distill_data import (
     HiddenCache,
     build_hidden_cache,
@@ -42,11 +40,6 @@ def concat_hidden_caches(caches: Sequence[HiddenCache]) -> HiddenCache:
         torch.cat([c.starts for c in caches]),
         offsets,
     )
-
-
-def chunk_hidden_file(base: BaseModel, chunk: Path) -> Path:
-    key = hashlib.sha256(base.name.encode() + b"\0" + chunk.read_bytes()).hexdigest()[:16]
-    return cache_root() / "distill" / "chunk-hidden" / f"{key}.pt"
 
 
 def distilled_hidden_cache(base: BaseModel, folders: Sequence[str], stage: Stage | None = None) -> HiddenCache:

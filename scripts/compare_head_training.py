@@ -1,0 +1,138 @@
+"""Head-training choices decided by held-out measurement, one change at a time from a baseline.
+
+Every variant trains on the same distill chunks and is measured on the same held-out
+conversations (the training split's validation part: ShareGPT prompts no variant trained on),
+ranked over the proposal vocabulary as decoding ranks. The proposal vocabulary's size is measured
+without retraining: the baseline heads ranked within the N most frequent answer tokens.
+A killed run resumes: finished variants are read back, an unfinished one resumes its checkpoint.
+
+    python scripts/compare_head_training.py --distilled data/distill/sharegpt-smollm2-135m --chunks 4 \
+        --work /tmp/head-cmp --out benchmarks/head-training-comparison.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from medusa_core.modeling.heads_io import load_heads  # noqa: E402
+from medusa_core.modeling.models import load_base_model  # noqa: E402
+from medusa_core.training.distill_chunks import iter_chunks  # noqa: E402
+from medusa_core.training.training import (  # noqa: E402
+    TrainConfig,
+    evaluate_heads,
+    prepare_hidden_cache,
+    split_conversations,
+    train_heads,
+    training_lm_head,
+)
+from medusa_core.training.training_data import training_vocabulary  # noqa: E402
+
+# name -> the settings that differ from the baseline
+VARIANTS: dict[str, dict] = {
+    "baseline (hard labels, 1 ResBlock, equal weights, lr 1e-3, 1 epoch)": {},
+    "soft labels (KL to the base model)": {"loss": "soft"},
+    "2 ResBlocks per head": {"num_layers": 2},
+    "head weights 0.8^k": {"head_weight_decay": 0.8},
+    "lr 3e-3": {"lr": 3e-3},
+    "2 epochs": {"epochs": 2},
+}
+VOCAB_SIZES = (1024, 2048, 4096, 8192, None)
+
+
+def chunk_subset(folder: str, count: int, work: Path) -> Path:
+    """A folder of links to the first `count` chunks, so every variant reads the same data."""
+    subset = work / f"chunks-{count}"
+    subset.mkdir(parents=True, exist_ok=True)
+    chunks = list(iter_chunks(folder))[:count]
+    if len(chunks) < count:
+        raise SystemExit(f"{folder} has only {len(chunks)} chunks")
+    for chunk in chunks:
+        link = subset / chunk.name
+        if not link.exists():
+            link.symlink_to(chunk.resolve())
+    return subset
+
+
+def run_variant(base, config: TrainConfig) -> dict:
+    card_file = Path(config.out) / "training.json"
+    if not card_file.is_file():
+        start = time.perf_counter()
+        train_heads(base, config)
+        card = json.loads(card_file.read_text())
+        card["seconds"] = time.perf_counter() - start
+        card_file.write_text(json.dumps(card, indent=1))
+    return json.loads(card_file.read_text())
+
+
+def vocab_sweep(base, config: TrainConfig) -> list[dict]:
+    """The baseline heads ranked within the N most frequent answer tokens, on the held-out rows."""
+    cache = prepare_hidden_cache(base, config, None)
+    _, val_ids = split_conversations(len(cache.tokens), config.val_fraction, config.seed)
+    rows, targets = cache.targets(config.num_heads, val_ids)
+    heads = load_heads(config.out, base.hidden_size, base.vocab_size).float().eval()
+    full = training_lm_head(base, None)
+    sweep = []
+    for size in VOCAB_SIZES:
+        vocab = training_vocabulary(cache, base.vocab_size, size)
+        _, accuracy = evaluate_heads(heads, full, cache, rows, targets, vocab)
+        sweep.append({"proposal_vocab_size": int(vocab.shape[0]), "top1": accuracy.top1, "top5": accuracy.top5})
+    return sweep
+
+
+def markdown(results: list[dict], sweep: list[dict]) -> str:
+    lines = ["| variant | top-1 per head (proposal vocabulary) | top-5 per head | sum of top-1 | train s |",
+             "|---|---|---|---|---|"]
+    for r in results:
+        acc = r["validation_proposal"]
+        lines.append(
+            f"| {r['name']} | {' / '.join(f'{x:.3f}' for x in acc['top1'])} | "
+            f"{' / '.join(f'{x:.3f}' for x in acc['top5'])} | {sum(acc['top1']):.3f} | {r.get('seconds', 0):.0f} |"
+        )
+    lines += ["", "| proposal vocabulary | top-1 per head | top-5 per head |", "|---|---|---|"]
+    for s in sweep:
+        lines.append(f"| {s['proposal_vocab_size']} | {' / '.join(f'{x:.3f}' for x in s['top1'])} | "
+                     f"{' / '.join(f'{x:.3f}' for x in s['top5'])} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--distilled", required=True, help="folder of distill chunks")
+    p.add_argument("--chunks", type=int, default=4, help="train on the first N chunks")
+    p.add_argument("--work", required=True, help="folder for the variants' heads and checkpoints")
+    p.add_argument("--out", required=True, help="JSON file of the comparison")
+    p.add_argument("--only", nargs="*", default=None, help="run only variants whose name starts with these")
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    subset = chunk_subset(args.distilled, args.chunks, work)
+    base = load_base_model(None, "cpu", "float32")
+    baseline = TrainConfig(prompts="", distilled=(str(subset),), out="", epochs=1, checkpoint_every=500)
+    results = []
+    for i, (name, change) in enumerate(VARIANTS.items()):
+        if args.only and not any(name.startswith(o) for o in args.only):
+            continue
+        config = dataclasses.replace(baseline, out=str(work / f"variant-{i}"), **change)
+        results.append({"name": name, "change": change} | run_variant(base, config))
+        print(markdown(results, []), flush=True)
+    sweep = vocab_sweep(base, dataclasses.replace(baseline, out=str(work / "variant-0")))
+    report = {"format": "medusa-head-training-comparison/1", "chunks": args.chunks, "variants": results,
+              "proposal_vocab_sweep": sweep}
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    print(markdown(results, sweep))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -58,3 +58,24 @@ def test_default_model_has_no_quantizer():
     base = load_base_model(None, "cpu")
     assert getattr(base.model, "hf_quantizer", None) is None
     assert "quantization_config" not in json.loads((default_model.converted_folder() / "config.json").read_text())
+
+
+def test_a_conversion_finished_meanwhile_by_another_process_is_kept(tmp_path, monkeypatch):
+    """Two first runs at once (the app and the tests on a fresh machine) must not undo each other."""
+    import transformers
+
+    folder = tmp_path / "model"
+    others_scratch = tmp_path / "model.partial-1"
+    real_from_config = transformers.AutoModelForCausalLM.from_config
+
+    def other_process_finishes_first(*args, **kwargs):
+        others_scratch.mkdir()
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+        (folder / default_model.MARKER).write_text('{"by": "the other process"}')
+        return real_from_config(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_config", other_process_finishes_first)
+    assert default_model.convert_gguf(folder) == folder
+    assert json.loads((folder / default_model.MARKER).read_text()) == {"by": "the other process"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "model.partial-1"]  # ours is cleaned up

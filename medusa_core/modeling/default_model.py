@@ -52,7 +52,8 @@ def convert_gguf(folder: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = gguf_path()
-    tmp = folder.with_name(folder.name + ".partial")
+    # One scratch folder per process: two first runs at once (app and tests, say) must not share it.
+    tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
     loaded = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
@@ -65,8 +66,14 @@ def convert_gguf(folder: Path) -> Path:
     plain.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / MARKER).write_text(json.dumps({"source": str(source), "gguf": GGUF_FILE}))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    if not is_converted(folder):  # another process may have finished first: its copy is as good
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            tmp.rename(folder)
+        except OSError:
+            if not is_converted(folder):
+                raise
+    shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

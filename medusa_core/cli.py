@@ -309,6 +309,8 @@ def bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-chat", action="store_true", help="feed raw prompts even if the model has a chat template")
     p.add_argument("--out", default=None, help="write the results as JSON (medusa-bench/1)")
     p.add_argument("--markdown", default=None, help="write the results table as Markdown")
+    p.add_argument("--methods", default=None, metavar="NAME,NAME,...",
+                   help="run only these methods (names as in the table; hf-greedy always runs, as the baseline)")
     p.add_argument("--batch-sizes", default=None, metavar="B,B,...",
                    help="batched throughput instead: hf-greedy, the heads' default tree (with its lookup) and each "
                         "--tree, at each batch size (e.g. 1,2,4,8,16)")
@@ -331,6 +333,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from medusa_core.bench.report import batch_table, markdown_table
     from medusa_core.bench.runner import (
         BenchConfig, default_methods, encode_prompts, max_tree_depth, medusa_method_name, parse_tree_option, run_benchmark,
+        select_methods,
     )
 
     try:
@@ -350,10 +353,12 @@ def run_bench(args: argparse.Namespace) -> int:
     medusa = load_medusa(args.model, args.heads, args.device, args.dtype)
     draft = load_base_model(args.draft_model, args.device, args.dtype) if args.draft_model else None
     methods = default_methods(medusa, trees, lookup, draft)
-    if sizes:
-        wanted = {"hf-greedy", medusa_method_name("default", medusa.default_lookup)}
-        wanted |= {medusa_method_name(name, tree_lookup) for name, _, tree_lookup in trees}
-        methods = [m for m in methods if wanted & ({m.name} | set(m.aliases))]
+    if args.methods:
+        methods = select_methods(methods, [n.strip() for n in args.methods.split(",") if n.strip()])
+    elif sizes:
+        wanted = [medusa_method_name("default", medusa.default_lookup)]
+        wanted += [medusa_method_name(name, tree_lookup) for name, _, tree_lookup in trees]
+        methods = select_methods(methods, [n for n in wanted if n])
     ids = encode_prompts(medusa.base, prompts, args.max_new_tokens, max_tree_depth(methods), False if args.no_chat else None)
     for m in methods:
         if m.skip_reason:

@@ -19,6 +19,7 @@ from medusa_core.bench.runner import (
     parse_tree_option,
     quantile,
     repo_relative,
+    select_methods,
     run_benchmark,
 )
 from medusa_core.engine.precision import first_mismatch
@@ -223,6 +224,15 @@ def test_context_lookup_methods_run_beside_the_heads_alone(tiny, tmp_path):
     assert (big.tree_nodes, big.lookup_tokens, big.identical_fraction) == (7, 5, 1.0)
     assert res.method("ours-lookup-3").identical_fraction == 1.0
     assert "| medusa-big+lookup-5 | 2+5 |" in markdown_table(res.to_json())
+
+
+def test_selected_methods_keep_the_baseline_and_refuse_unknown_names(tiny):
+    medusa = dataclasses.replace(tiny, default_lookup=LookupConfig(3))
+    methods = default_methods(medusa, [("two", [[0], [0, 0]])], prompt_lookup_tokens=(3,))
+    chosen = select_methods(methods, ["medusa-default+lookup-3", "medusa-two"])
+    assert [m.name for m in chosen] == ["hf-greedy", "medusa-default+lookup-3", "medusa-two"]
+    with pytest.raises(ValueError, match="unknown method.*medusa-nope.*this run has: hf-greedy"):
+        select_methods(methods, ["medusa-nope"])
 
 
 def test_heads_inside_the_repository_are_recorded_by_relative_path(tmp_path):

@@ -119,6 +119,16 @@ def default_methods(
     return methods
 
 
+def select_methods(methods: Sequence[Method], wanted: Sequence[str]) -> list[Method]:
+    """The methods named (by name or alias) in `wanted`, in run order; hf-greedy always stays, as the baseline."""
+    known = {n for m in methods for n in (m.name, *m.aliases)}
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; this run has: {', '.join(m.name for m in methods)}")
+    keep = {BASELINE, *wanted}
+    return [m for m in methods if keep & {m.name, *m.aliases}]
+
+
 def medusa_method_name(tree_name: str, lookup: LookupConfig | None) -> str | None:
     """medusa-NAME[+lookup-T]; our loop with a lookup and no heads is ours-lookup-T."""
     suffix = f"lookup-{lookup.tokens}" if lookup else ""

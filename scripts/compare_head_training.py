@@ -126,7 +126,9 @@ def main() -> int:
         config = dataclasses.replace(baseline, out=str(work / f"variant-{i}"), **change)
         results.append({"name": name, "change": change} | run_variant(base, config))
         print(markdown(results, []), flush=True)
-    sweep = vocab_sweep(base, dataclasses.replace(baseline, out=str(work / "variant-0")))
+    # The sweep ranks the baseline's heads: only once they exist (a run with --only may not train them).
+    trained = (work / "variant-0" / "training.json").is_file()
+    sweep = vocab_sweep(base, dataclasses.replace(baseline, out=str(work / "variant-0"))) if trained else []
     report = {"format": "medusa-head-training-comparison/1", "chunks": args.chunks, "variants": results,
               "proposal_vocab_sweep": sweep}
     Path(args.out).write_text(json.dumps(report, indent=1))

@@ -44,6 +44,8 @@ VARIANTS: dict[str, dict] = {
     "head weights 0.8^k": {"head_weight_decay": 0.8},
     "lr 3e-3": {"lr": 3e-3},
     "2 epochs": {"epochs": 2},
+    "lr 5e-4": {"lr": 5e-4},
+    "proposal vocabulary 4096, trained on it": {"proposal_vocab_size": 4096},
 }
 VOCAB_SIZES = (1024, 2048, 4096, 8192, None)
 

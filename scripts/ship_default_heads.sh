@@ -27,7 +27,11 @@ if [ "$step" = all ] || [ "$step" = trees ]; then
   # Speed: the fastest tree beside an 8-token lookup under the step cost model, on the decoding walk.
   $py -m optimizer exact --accuracy "$H/accuracy.json" --budget 64 --objective speed --profile "$P" --length-model walk \
     --lookup-tokens 8 --out "$H/tree-speed.json"
-  cp "$H/tree-speed.json" "$H/tree.json"
+  # The default: the best 2-node tree beside an 8-token lookup. Benchmarked on the 2-core AMD EPYC
+  # (benchmarks/cpu-smollm2-135m-sharegpt-default-choice.md) it was faster than tree-speed.json's
+  # 4 nodes, which the Xeon step profile above prefers: the profile is that machine's.
+  $py -m optimizer exact --accuracy "$H/accuracy.json" --budget 2 --objective length --length-model walk \
+    --lookup-tokens 8 --lookup-ngram 2 3 --out "$H/tree.json"
 fi
 if [ "$step" = all ] || [ "$step" = evaluate ]; then
   $py -m medusa_core evaluate --prompts data/prompts/sharegpt-test.txt --num-prompts 32 --max-new-tokens 128 --lookup-tokens 0 \

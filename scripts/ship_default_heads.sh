@@ -34,11 +34,12 @@ if [ "$step" = all ] || [ "$step" = trees ]; then
     --lookup-tokens 8 --lookup-ngram 2 3 --out "$H/tree.json"
 fi
 if [ "$step" = all ] || [ "$step" = evaluate ]; then
-  $py -m medusa_core evaluate --prompts data/prompts/sharegpt-test.txt --num-prompts 32 --max-new-tokens 128 --lookup-tokens 0 \
-    --tree length="$H/tree-length.json" --tree heads-64="$H/tree-heads-64.json" --out "$B/eval-sharegpt-test.json"
+  $py -m medusa_core evaluate --prompts data/prompts/sharegpt-test.txt --num-prompts 16 --max-new-tokens 128 --lookup-tokens 0 \
+    --tree heads-64="$H/tree-heads-64.json" --tree speed="$H/tree-speed.json" --out "$B/eval-sharegpt-test.json"
 fi
 if [ "$step" = all ] || [ "$step" = bench ]; then
   $py -m medusa_core bench --prompts data/prompts/sharegpt-test.txt --num-prompts 20 --max-new-tokens 128 \
-    --tree length="$H/tree-length.json" --tree heads-64="$H/tree-heads-64.json" --prompt-lookup-tokens 3 --threads 2 \
+    --tree length="$H/tree-length.json" --tree heads-64="$H/tree-heads-64.json" --tree speed="$H/tree-speed.json" \
+    --prompt-lookup-tokens 3 --threads 2 \
     --out "$B/cpu-smollm2-135m-sharegpt.json" --markdown "$B/cpu-smollm2-135m-sharegpt.md"
 fi

@@ -27,6 +27,9 @@ from tests.test_optimizer_tune import PROMPTS, TINY
 
 REPO = Path(__file__).resolve().parent.parent
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# Enough trials that the second worker is still at work when the test kills it mid-trial (with 8,
+# three fast workers once finished the study first on a loaded machine).
+TRIALS = 12
 
 
 def postgres_bin() -> Path | None:
@@ -92,7 +95,7 @@ def postgres() -> Iterator[str]:
 
 
 def tune_command(url: str, prompts: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "optimizer", "tune", "--model", TINY, "--prompts", str(prompts), "--trials", "8",
+    return [sys.executable, "-m", "optimizer", "tune", "--model", TINY, "--prompts", str(prompts), "--trials", str(TRIALS),
             "--max-new-tokens", "16", "--budget", "8", "--storage", url, "--study-name", "pg", "--heartbeat", "1",
             "--no-progress", *extra]
 
@@ -149,7 +152,7 @@ def test_two_workers_share_a_postgresql_study_and_a_killed_worker_is_resumed(pos
     trials = optuna.load_study(study_name="pg", storage=open_storage(postgres)).get_trials()
     assert [t.number for t in trials] == list(range(len(trials)))  # unique numbers, none missing
     finished = [t for t in trials if t.state in FINISHED]
-    assert len(finished) == 8  # the requested number, no more
+    assert len(finished) == TRIALS  # the requested number, no more
     assert trials[killed].state == TrialState.FAIL
     retries = [t for t in finished if t.system_attrs.get("failed_trial") == killed]
     assert len(retries) == 1 and retries[0].params == trials[killed].params  # measured again, same setup

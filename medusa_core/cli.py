@@ -353,12 +353,12 @@ def run_bench(args: argparse.Namespace) -> int:
     medusa = load_medusa(args.model, args.heads, args.device, args.dtype)
     draft = load_base_model(args.draft_model, args.device, args.dtype) if args.draft_model else None
     methods = default_methods(medusa, trees, lookup, draft)
-    if args.methods:
-        methods = select_methods(methods, [n.strip() for n in args.methods.split(",") if n.strip()])
-    elif sizes:
+    if sizes:  # batched throughput runs the default tree and the given trees only
         wanted = [medusa_method_name("default", medusa.default_lookup)]
         wanted += [medusa_method_name(name, tree_lookup) for name, _, tree_lookup in trees]
         methods = select_methods(methods, [n for n in wanted if n])
+    if args.methods:  # then --methods narrows that further (a method batch mode lacks is refused, by name)
+        methods = select_methods(methods, [n.strip() for n in args.methods.split(",") if n.strip()])
     ids = encode_prompts(medusa.base, prompts, args.max_new_tokens, max_tree_depth(methods), False if args.no_chat else None)
     for m in methods:
         if m.skip_reason:

@@ -245,10 +245,15 @@ def run_distill(args: argparse.Namespace) -> int:
     read_prompt_file(config.prompts)  # fail on a bad file before loading the model
     base = load_base_model(args.model, args.device, args.dtype)
     with tqdm(desc="distill", unit="prompt") as bar:
-        def report(done: int, total: int, tokens: int) -> None:
-            bar.total = total
-            bar.set_postfix_str(f"{tokens:,} answer tokens")
-            bar.update(done - bar.n)
+        found = 0  # prompts answered by chunks already on disk: not counted in the rate and ETA
+
+        def report(done: int, total: int, tokens: int, generated: bool) -> None:
+            nonlocal found
+            if not generated:
+                found = done
+                bar.reset(total=total - found)
+            bar.set_postfix_str(f"{tokens:,} answer tokens, {found} prompts found on disk")
+            bar.update(done - found - bar.n)
 
         tokens = distill(base, config, report)
     print(f"{tokens:,} answer tokens in {config.out}")

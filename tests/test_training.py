@@ -2,9 +2,14 @@
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch.nn import functional as F
 
-from medusa_core.training.distill_data import IGNORE, HiddenCache, build_hidden_cache, generate_responses, hidden_cache_of, hidden_states_for
+from medusa_core.training.distill_data import (
+    IGNORE, Conversation, HiddenCache, build_hidden_cache, generate_responses, hidden_cache_of, hidden_states_for,
+    length_batches,
+)
 from medusa_core.training.training import remap_targets, training_lm_head
 from medusa_core.training.distill_chunks import FORMAT, DistillConfig, distill, load_distilled, write_chunk
 from medusa_core.training.losses import hard_loss, head_weights, soft_loss, teacher_logits
@@ -149,3 +154,43 @@ def test_distill_keeps_the_hidden_states_it_generated(tmp_path, monkeypatch):
     fresh = build_hidden_cache(base, load_distilled([out]))
     torch.testing.assert_close(cache.hidden, fresh.hidden, rtol=2e-3, atol=2e-3)
     assert torch.equal(cache.offsets, fresh.offsets) and torch.equal(cache.starts, fresh.starts)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
+def test_batched_recompute_equals_one_forward_pass_per_conversation(arch):
+    """Right padding inside a batch leaves every conversation's states as a pass of its own gives."""
+    base = tiny_base(arch)
+    g = torch.Generator().manual_seed(1)
+    conversations = [
+        Conversation(torch.randint(1, VOCAB, (p,), generator=g).tolist(), torch.randint(1, VOCAB, (r,), generator=g).tolist())
+        for p, r in [(3, 9), (7, 2), (1, 14), (5, 5), (2, 1)]
+    ]
+    stages: list[tuple[int, int]] = []
+    cache = build_hidden_cache(base, conversations, lambda d, t: stages.append((d, t)), batch_tokens=24)
+    assert len(stages) > 1 and stages[-1] == (5, 5)  # several batches, progress up to all conversations
+    one_by_one = hidden_cache_of(conversations, [hidden_states_for(base, c) for c in conversations])
+    assert torch.equal(cache.offsets, one_by_one.offsets)
+    torch.testing.assert_close(cache.hidden, one_by_one.hidden, rtol=2e-3, atol=2e-3)
+
+
+@given(st.lists(st.integers(1, 50), max_size=30), st.integers(1, 120))
+def test_length_batches_partition_within_the_token_budget(lengths, budget):
+    groups = length_batches(lengths, budget)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for g in groups:
+        assert len(g) == 1 or max(lengths[i] for i in g) * len(g) <= budget
+
+
+def test_distill_progress_tells_found_chunks_from_generated_ones(tmp_path, monkeypatch):
+    """The CLI's rate and ETA count only generated chunks, so the report says which were found."""
+    monkeypatch.setenv("MEDUSA_CACHE", str(tmp_path / "cache"))
+    base = tiny_base("llama")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("5 6\n9\n3 4 8\n")
+    out = tmp_path / "chunks"
+    first: list[tuple] = []
+    distill(base, DistillConfig(str(prompts), str(out), 2, 2, 5, target_tokens=1), lambda *a: first.append(a))
+    assert first == [(2, 3, 10, True)]
+    again: list[tuple] = []
+    tokens = distill(base, DistillConfig(str(prompts), str(out), 2, 2, 5), lambda *a: again.append(a))
+    assert [a[3] for a in again] == [False, True] and again[-1][:2] == (3, 3) and tokens == again[-1][2]

@@ -29,7 +29,8 @@ from medusa_core.training.distill_data import (
 )
 
 FORMAT = "medusa-distill/1"
-ChunkProgress = Callable[[int, int, int], None]  # (prompts done, prompts total, answer tokens so far)
+# (prompts done, prompts total, answer tokens so far, whether this chunk was generated rather than found)
+ChunkProgress = Callable[[int, int, int, bool], None]
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,8 @@ def distill(base: BaseModel, config: DistillConfig, progress: ChunkProgress | No
             break
         path = chunk_path(out, index)
         part = prompts[first : first + config.chunk_size]
-        if path.is_file():
+        found = path.is_file()
+        if found:
             tokens += check_chunk(path, header)
         else:
             cache = generate_chunk(base, encode_prompts(base, part, config.max_new_tokens), config)
@@ -134,7 +136,7 @@ def distill(base: BaseModel, config: DistillConfig, progress: ChunkProgress | No
             save_chunk_hidden(base, path, cache)  # training need not recompute them
             tokens += sum(len(c.response_ids) for c in conversations)
         if progress:
-            progress(first + len(part), len(prompts), tokens)
+            progress(first + len(part), len(prompts), tokens, not found)
     return tokens
 
 

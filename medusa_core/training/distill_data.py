@@ -98,12 +98,35 @@ def head_targets(tokens: Sequence[int], start: int, num_heads: int) -> torch.Ten
 
 def hidden_states_for(base: BaseModel, conv: Conversation) -> torch.Tensor:
     """Hidden states [T, d] at the positions heads are used: last prompt token onward."""
-    tokens = conv.prompt_ids + conv.response_ids
+    return hidden_states_batch(base, [conv])[0]
+
+
+def hidden_states_batch(base: BaseModel, convs: Sequence[Conversation]) -> list[torch.Tensor]:
+    """One forward pass over several conversations, right-padded: under causal attention the
+    padding after a sequence cannot reach its states. Per conversation [len(response), d] fp16."""
+    seqs = [c.prompt_ids + c.response_ids for c in convs]
+    width = max(len(s) for s in seqs)
+    ids = torch.tensor([s + [base.pad_token_id] * (width - len(s)) for s in seqs], device=base.device)
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=base.device)
     with torch.inference_mode():
-        out = base.model.base_model(input_ids=torch.tensor([tokens], device=base.device))
-    start = len(conv.prompt_ids) - 1
-    hidden = out.last_hidden_state[0, start : len(tokens) - 1]
-    return hidden.to("cpu", torch.float16)
+        states = base.model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state  # [B, width, d]
+    return [
+        states[i, len(c.prompt_ids) - 1 : len(s) - 1].to("cpu", torch.float16)
+        for i, (c, s) in enumerate(zip(convs, seqs))
+    ]
+
+
+def length_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
+    """Indices grouped by length (least padding) so each group's padded size stays within
+    `batch_tokens`; a sequence longer than that goes alone."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and lengths[i] * (len(groups[-1]) + 1) <= batch_tokens:
+            groups[-1].append(i)  # sorted ascending, so lengths[i] is the group's padded width
+        else:
+            groups.append([i])
+    return groups
 
 
 def data_key(base: BaseModel, prompts: Sequence[str], max_new_tokens: int) -> str:
@@ -127,13 +150,19 @@ class HiddenCache:
         return torch.cat(rows), torch.cat(targets)
 
 
-def build_hidden_cache(base: BaseModel, conversations: Sequence[Conversation], progress: Progress | None = None) -> HiddenCache:
-    """Recompute the hidden states of saved conversations, one forward pass each."""
-    hidden = []
-    for i, conv in enumerate(conversations):
-        hidden.append(hidden_states_for(base, conv))
+def build_hidden_cache(
+    base: BaseModel, conversations: Sequence[Conversation], progress: Progress | None = None, batch_tokens: int = 8192
+) -> HiddenCache:
+    """Recompute the hidden states of saved conversations, in batches of about `batch_tokens` tokens."""
+    hidden: list[torch.Tensor | None] = [None] * len(conversations)
+    lengths = [len(c.prompt_ids) + len(c.response_ids) for c in conversations]
+    done = 0
+    for group in length_batches(lengths, batch_tokens):
+        for i, h in zip(group, hidden_states_batch(base, [conversations[i] for i in group])):
+            hidden[i] = h
+        done += len(group)
         if progress:
-            progress(i + 1, len(conversations))
+            progress(done, len(conversations))
     return hidden_cache_of(conversations, hidden)
 
 

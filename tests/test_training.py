@@ -140,13 +140,17 @@ def test_distilled_hidden_states_are_cached_per_chunk(tmp_path, monkeypatch):
     assert distilled_hidden_cache(base, [str(folder)]).hidden.shape == both.hidden.shape
 
 
-def test_distill_keeps_the_hidden_states_it_generated(tmp_path, monkeypatch):
-    """Chunks written by `distill` come with their hidden states: training computes none again."""
+def three_prompt_distill(tmp_path, monkeypatch):
+    """A tiny model, a file of three prompts and an empty chunk folder, with a private cache."""
     monkeypatch.setenv("MEDUSA_CACHE", str(tmp_path / "cache"))
-    base = tiny_base("llama")
     prompts = tmp_path / "p.txt"
     prompts.write_text("5 6\n9\n3 4 8\n")
-    out = tmp_path / "chunks"
+    return tiny_base("llama"), prompts, tmp_path / "chunks"
+
+
+def test_distill_keeps_the_hidden_states_it_generated(tmp_path, monkeypatch):
+    """Chunks written by `distill` come with their hidden states: training computes none again."""
+    base, prompts, out = three_prompt_distill(tmp_path, monkeypatch)
     distill(base, DistillConfig(str(prompts), str(out), chunk_size=2, batch_size=2, max_new_tokens=5))
     stages: list[str] = []
     cache = distilled_hidden_cache(base, [str(out)], lambda s, d, t: stages.append(s))
@@ -162,8 +166,8 @@ def test_batched_recompute_equals_one_forward_pass_per_conversation(arch):
     base = tiny_base(arch)
     g = torch.Generator().manual_seed(1)
     conversations = [
-        Conversation(torch.randint(1, VOCAB, (p,), generator=g).tolist(), torch.randint(1, VOCAB, (r,), generator=g).tolist())
-        for p, r in [(3, 9), (7, 2), (1, 14), (5, 5), (2, 1)]
+        Conversation(*(torch.randint(1, VOCAB, (n,), generator=g).tolist() for n in lengths))
+        for lengths in [(3, 9), (7, 2), (1, 14), (5, 5), (2, 1)]
     ]
     stages: list[tuple[int, int]] = []
     cache = build_hidden_cache(base, conversations, lambda d, t: stages.append((d, t)), batch_tokens=24)
@@ -183,11 +187,7 @@ def test_length_batches_partition_within_the_token_budget(lengths, budget):
 
 def test_distill_progress_tells_found_chunks_from_generated_ones(tmp_path, monkeypatch):
     """The CLI's rate and ETA count only generated chunks, so the report says which were found."""
-    monkeypatch.setenv("MEDUSA_CACHE", str(tmp_path / "cache"))
-    base = tiny_base("llama")
-    prompts = tmp_path / "p.txt"
-    prompts.write_text("5 6\n9\n3 4 8\n")
-    out = tmp_path / "chunks"
+    base, prompts, out = three_prompt_distill(tmp_path, monkeypatch)
     first: list[tuple] = []
     distill(base, DistillConfig(str(prompts), str(out), 2, 2, 5, target_tokens=1), lambda *a: first.append(a))
     assert first == [(2, 3, 10, True)]

@@ -189,6 +189,12 @@ def train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head-weight-decay", type=float, default=1.0, help="head k's loss weighs this^k (Medusa: 0.8)")
     p.add_argument("--proposal-vocab-size", type=int, default=None,
                    help="rank and propose only the N most frequent answer tokens (default: every token the data uses)")
+    p.add_argument("--own-projection", action="store_true",
+                   help="each head trains its own projection onto the proposal tokens, started from the lm_head's "
+                        "rows (Medusa-1 trains a whole lm_head per head); default: share the frozen lm_head")
+    p.add_argument("--init-heads", default=None,
+                   help="continue training these heads (keeping their proposal vocabulary; added ResBlocks start "
+                        "as the identity, an added own projection as the lm_head's rows)")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -211,6 +217,8 @@ def run_train(args: argparse.Namespace) -> int:
         loss=args.loss,
         head_weight_decay=args.head_weight_decay,
         proposal_vocab_size=args.proposal_vocab_size,
+        own_projection=args.own_projection,
+        init_heads=args.init_heads,
     )
     if config.prompts:
         read_prompt_file(config.prompts)  # fail on a bad file before loading the model
@@ -224,6 +232,10 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"heads saved to {config.out}; validation on {acc.samples} positions (full vocabulary | proposal vocabulary):")
     for k in range(len(acc.top1)):
         print(f"  head {k}: top-1 {acc.top1[k]:.3f}  top-5 {acc.top5[k]:.3f} | top-1 {prop.top1[k]:.3f}  top-5 {prop.top5[k]:.3f}")
+    if result.proposal_accuracy_before is not None:
+        before = result.proposal_accuracy_before
+        print(f"the heads it started from, same rows (proposal vocabulary): top-1 "
+              f"{' / '.join(f'{x:.3f}' for x in before.top1)}, top-5 {' / '.join(f'{x:.3f}' for x in before.top5)}")
     return 0
 
 

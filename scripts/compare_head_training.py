@@ -5,6 +5,8 @@ conversations (the training split's validation part: ShareGPT prompts no variant
 ranked over the proposal vocabulary as decoding ranks. The proposal vocabulary's size is measured
 without retraining: the baseline heads ranked within the N most frequent answer tokens.
 A killed run resumes: finished variants are read back, an unfinished one resumes its checkpoint.
+With --init-heads, the variants continue training those heads instead (one epoch on chunks they
+never saw: pick them with --first-chunk), and each records the heads it started from on the same rows.
 
     python scripts/compare_head_training.py --distilled data/distill/sharegpt-smollm2-135m --chunks 4 \
         --work /tmp/head-cmp --out benchmarks/head-training-comparison.json
@@ -47,14 +49,21 @@ VARIANTS: dict[str, dict] = {
     "lr 5e-4": {"lr": 5e-4},
     "proposal vocabulary 4096, trained on it": {"proposal_vocab_size": 4096},
 }
+# Continued training of heads with 2 ResBlocks and a shared lm_head (the shipped layout).
+CONTINUED_VARIANTS: dict[str, dict] = {
+    "continued as they are (shared lm_head, 2 ResBlocks)": {},
+    "continued with own projections": {"own_projection": True},
+    "continued with a third ResBlock": {"num_layers": 3},
+    "continued with own projections and a third ResBlock": {"own_projection": True, "num_layers": 3},
+}
 VOCAB_SIZES = (1024, 2048, 4096, 8192, None)
 
 
-def chunk_subset(folder: str, count: int, work: Path) -> Path:
-    """A folder of links to the first `count` chunks, so every variant reads the same data."""
-    subset = work / f"chunks-{count}"
+def chunk_subset(folder: str, count: int, work: Path, first: int = 0) -> Path:
+    """A folder of links to `count` chunks from the `first`, so every variant reads the same data."""
+    subset = work / (f"chunks-{count}" if first == 0 else f"chunks-{first}-{first + count - 1}")
     subset.mkdir(parents=True, exist_ok=True)
-    chunks = list(iter_chunks(folder))[:count]
+    chunks = list(iter_chunks(folder))[first : first + count]
     if len(chunks) < count:
         raise SystemExit(f"{folder} has only {len(chunks)} chunks")
     for chunk in chunks:
@@ -93,6 +102,9 @@ def vocab_sweep(base, config: TrainConfig) -> list[dict]:
 def markdown(results: list[dict], sweep: list[dict]) -> str:
     lines = ["| variant | top-1 per head (proposal vocabulary) | top-5 per head | sum of top-1 | train s |",
              "|---|---|---|---|---|"]
+    before = next((r["validation_proposal_before"] for r in results if "validation_proposal_before" in r), None)
+    if before:
+        results = [{"name": "the heads it started from, unchanged", "validation_proposal": before}] + results
     for r in results:
         acc = r["validation_proposal"]
         lines.append(
@@ -112,27 +124,33 @@ def main() -> int:
     p.add_argument("--chunks", type=int, default=4, help="train on the first N chunks")
     p.add_argument("--work", required=True, help="folder for the variants' heads and checkpoints")
     p.add_argument("--out", required=True, help="JSON file of the comparison")
+    p.add_argument("--first-chunk", type=int, default=0, help="the chunks start at this one")
+    p.add_argument("--init-heads", default=None, help="compare ways to continue training these heads")
     p.add_argument("--only", nargs="*", default=None, help="run only variants whose name starts with these")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     work = Path(args.work)
-    subset = chunk_subset(args.distilled, args.chunks, work)
+    subset = chunk_subset(args.distilled, args.chunks, work, args.first_chunk)
     base = load_base_model(None, "cpu", "float32")
     baseline = TrainConfig(prompts="", distilled=(str(subset),), out="", epochs=1, checkpoint_every=500)
+    variants = VARIANTS
+    if args.init_heads:
+        baseline = dataclasses.replace(baseline, init_heads=args.init_heads, num_layers=2)
+        variants = CONTINUED_VARIANTS
     results = []
-    for i, (name, change) in enumerate(VARIANTS.items()):
+    for i, (name, change) in enumerate(variants.items()):
         if args.only and not any(name.startswith(o) for o in args.only):
             continue
         config = dataclasses.replace(baseline, out=str(work / f"variant-{i}"), **change)
         results.append({"name": name, "change": change} | run_variant(base, config))
         print(markdown(results, []), flush=True)
     # The sweep ranks the baseline's heads: only once they exist (a run with --only may not train them).
-    trained = (work / "variant-0" / "training.json").is_file()
+    trained = not args.init_heads and (work / "variant-0" / "training.json").is_file()
     sweep = vocab_sweep(base, dataclasses.replace(baseline, out=str(work / "variant-0"))) if trained else []
-    report = {"format": "medusa-head-training-comparison/1", "chunks": args.chunks, "variants": results,
-              "proposal_vocab_sweep": sweep}
+    report = {"format": "medusa-head-training-comparison/1", "chunks": args.chunks, "first_chunk": args.first_chunk,
+              "init_heads": args.init_heads, "variants": results, "proposal_vocab_sweep": sweep}
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(markdown(results, sweep))
     return 0

@@ -4,7 +4,11 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from torch import nn
 from torch.nn import functional as F
+
+from medusa_core.modeling.heads import HeadsConfig, MedusaHeads
+from medusa_core.modeling.heads_io import save_heads
 
 from medusa_core.training.distill_data import (
     IGNORE, Conversation, HiddenCache, build_hidden_cache, generate_responses, hidden_cache_of, hidden_states_for,
@@ -14,7 +18,8 @@ from medusa_core.training.training import remap_targets, training_lm_head
 from medusa_core.training.distill_chunks import FORMAT, DistillConfig, distill, load_distilled, write_chunk
 from medusa_core.training.losses import hard_loss, head_weights, soft_loss, teacher_logits
 from medusa_core.training.training_data import concat_hidden_caches, distilled_hidden_cache, training_vocabulary
-from tiny_models import HIDDEN, VOCAB, tiny_base
+from medusa_core.training.warm_start import earlier_vocabulary, grown_from, initial_heads
+from tiny_models import HIDDEN, VOCAB, random_heads, tiny_base
 
 
 def test_vocabulary_is_every_token_the_conversations_use():
@@ -194,3 +199,41 @@ def test_distill_progress_tells_found_chunks_from_generated_ones(tmp_path, monke
     again: list[tuple] = []
     tokens = distill(base, DistillConfig(str(prompts), str(out), 2, 2, 5), lambda *a: again.append(a))
     assert [a[3] for a in again] == [False, True] and again[-1][:2] == (3, 3) and tokens == again[-1][2]
+
+
+def test_fresh_own_projections_start_as_the_lm_heads_rows():
+    base = tiny_base("llama")
+    vocab = torch.tensor([2, 7, 40, 41, VOCAB - 1])
+    lm_head = training_lm_head(base, vocab)
+    heads = initial_heads(base, HeadsConfig(3, 2, HIDDEN, VOCAB, False, "", proposal_size=5), lm_head, None)
+    hidden = torch.randn(4, HIDDEN)
+    torch.testing.assert_close(heads(hidden), lm_head(hidden).expand(3, 4, 5))
+
+
+def test_grown_heads_start_exactly_where_the_earlier_heads_were(tmp_path):
+    """More ResBlocks and an own projection added to shared heads change no logit at the start."""
+    base = tiny_base("llama")
+    earlier = random_heads(3, seed=4, shared=True)
+    save_heads(earlier, tmp_path / "h", proposal_tokens=torch.tensor([2, 7, 40, 41]))
+    vocab = earlier_vocabulary(str(tmp_path / "h"), VOCAB, None)
+    lm_head = training_lm_head(base, vocab)
+    grown = initial_heads(base, HeadsConfig(3, 3, HIDDEN, VOCAB, False, "", proposal_size=4), lm_head, str(tmp_path / "h"))
+    hidden = torch.randn(5, HIDDEN)
+    full = training_lm_head(base, None)
+    torch.testing.assert_close(grown(hidden), earlier(hidden, full)[..., vocab])
+    assert grown.training and all(p.requires_grad for p in grown.parameters())
+    with pytest.raises(ValueError, match="propose 4 tokens: continued training keeps them"):
+        earlier_vocabulary(str(tmp_path / "h"), VOCAB, 8)
+
+
+@pytest.mark.parametrize("config, message", [
+    (HeadsConfig(2, 1, HIDDEN, VOCAB, False, "", proposal_size=4), "the earlier heads are 3, this training has 2"),
+    (HeadsConfig(3, 0, HIDDEN, VOCAB, False, "", proposal_size=4), "have 1 ResBlocks: train with at least as many"),
+    (HeadsConfig(3, 1, HIDDEN, VOCAB, True), "have their own projections: continue with own_projection"),
+    (HeadsConfig(3, 1, HIDDEN, VOCAB, False, "", proposal_size=5), "project onto 4 tokens, this training onto 5"),
+])
+def test_growing_refuses_heads_it_cannot_continue(config, message):
+    torch.manual_seed(0)
+    earlier = MedusaHeads(HeadsConfig(3, 1, HIDDEN, VOCAB, False, "", proposal_size=4))
+    with pytest.raises(ValueError, match=message):
+        grown_from(earlier, config, nn.Linear(HIDDEN, config.projection_rows, bias=False))

@@ -53,7 +53,7 @@ def head_topk(
 def heads_logits(medusa: MedusaModel, hidden: torch.Tensor, num_heads: int | None = None) -> torch.Tensor:
     """The first `num_heads` (default all) heads' logits [K, ..., U] over their proposal
     vocabulary (U = V without one)."""
-    if medusa.proposal is None:
+    if medusa.proposal is None or medusa.proposal.projection is None:
         return medusa.heads(hidden, medusa.base.model.get_output_embeddings(), num_heads)
     return medusa.proposal.logits(medusa.heads.head_states(hidden, num_heads))
 

@@ -1,8 +1,9 @@
 """Medusa heads: per head a stack of ResBlocks, then a vocabulary projection.
 
 Head k (0-based) reads the base model's last hidden state h_t and predicts the token at t+k+2.
-The projection is either each head's own Linear(d, V) (FasterDecoding's Medusa-1 layout) or the
-base model's lm_head, shared by all heads (our compact layout, a few MB per head set).
+The projection is each head's own Linear(d, V) (FasterDecoding's Medusa-1 layout), each head's own
+Linear(d, U) onto a proposal vocabulary of U tokens (proposal_vocab.json beside the weights), or
+the base model's lm_head, shared by all heads (the most compact layout).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class HeadsConfig:
     vocab_size: int
     shared_lm_head: bool = True
     base_model_name_or_path: str = ""
+    proposal_size: int = 0  # own projections' rows: 0 = the whole vocabulary, else a proposal vocabulary's size
 
     def __post_init__(self) -> None:
         for name in ("num_heads", "hidden_size", "vocab_size"):
@@ -28,6 +30,12 @@ class HeadsConfig:
                 raise ValueError(f"heads config: {name} must be >= 1, got {getattr(self, name)}")
         if self.num_layers < 0:
             raise ValueError(f"heads config: num_layers must be >= 0, got {self.num_layers}")
+        if self.proposal_size < 0 or (self.proposal_size and self.shared_lm_head):
+            raise ValueError(f"heads config: proposal_size {self.proposal_size} needs own projections and must be >= 0")
+
+    @property
+    def projection_rows(self) -> int:
+        return self.proposal_size or self.vocab_size
 
     def to_json(self) -> dict:
         """FasterDecoding's keys first (so their tools read our folders), then our own."""
@@ -66,7 +74,7 @@ class MedusaHeads(nn.Module):
         self.proj = (
             None
             if config.shared_lm_head
-            else nn.Parameter(torch.empty(config.num_heads, config.vocab_size, config.hidden_size))
+            else nn.Parameter(torch.empty(config.num_heads, config.projection_rows, config.hidden_size))
         )
         if self.proj is not None:
             nn.init.normal_(self.proj, std=config.hidden_size**-0.5)
@@ -82,13 +90,13 @@ class MedusaHeads(nn.Module):
         return torch.stack(outs)
 
     def forward(self, hidden: torch.Tensor, lm_head: nn.Module | None = None, num_heads: int | None = None) -> torch.Tensor:
-        """hidden [..., d] -> logits [K, ..., V] of the first `num_heads` heads (default all);
-        lm_head is the base model's, for shared heads."""
+        """hidden [..., d] -> logits [K, ..., V] of the first `num_heads` heads (default all), or [K, ..., U]
+        over the proposal vocabulary for heads with proposal_size U; lm_head is the base model's, for shared heads."""
         z = self.head_states(hidden, num_heads)  # [K, ..., d]
         if self.proj is None:
             if lm_head is None:
                 raise ValueError("these heads share the base model's lm_head: pass it")
             return lm_head(z)  # one matmul over all heads: [K, ..., V]
         flat = z.reshape(z.shape[0], -1, z.shape[-1])  # [K, N, d]
-        logits = torch.bmm(flat, self.proj[: z.shape[0]].transpose(1, 2))  # [K, N, V]
+        logits = torch.bmm(flat, self.proj[: z.shape[0]].transpose(1, 2))  # [K, N, rows]
         return logits.reshape(*z.shape[:-1], -1)

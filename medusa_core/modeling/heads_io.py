@@ -108,9 +108,12 @@ def _infer_config(raw: dict, state: dict[str, torch.Tensor], folder: Path) -> He
         hidden = state["0.0.linear.weight"].shape[1] if "0.0.linear.weight" in state else raw.get("hidden_size")
     else:
         hidden = state[proj_key].shape[1] if not shared else raw.get("hidden_size")
-    vocab = raw.get("vocab_size") if shared else state[proj_key].shape[0]
+    rows = None if shared else int(state[proj_key].shape[0])
+    vocab = raw.get("vocab_size") or rows
     if hidden is None or vocab is None:
         raise HeadsLoadError(f"cannot tell hidden size and vocabulary of the heads in {folder}")
+    # Own projections with fewer rows than the vocabulary project onto the folder's proposal tokens.
+    proposal_size = 0 if rows is None or rows == int(vocab) else rows
     return HeadsConfig(
         num_heads=num_heads,
         num_layers=num_layers,
@@ -118,6 +121,7 @@ def _infer_config(raw: dict, state: dict[str, torch.Tensor], folder: Path) -> He
         vocab_size=int(vocab),
         shared_lm_head=shared,
         base_model_name_or_path=str(raw.get("base_model_name_or_path", "")),
+        proposal_size=proposal_size,
     )
 
 

@@ -16,6 +16,7 @@ from medusa_core.accel.cpu_matmul import matmul_report, use_few_rows_linears
 from medusa_core.modeling.device import resolve_device, resolve_dtype
 from medusa_core.modeling.heads import HeadsConfig, MedusaHeads
 from medusa_core.modeling.heads_io import (
+    PROPOSAL_FILE,
     TREE_FILE,
     HeadsLoadError,
     load_heads,
@@ -180,6 +181,26 @@ def heads_default_tree(folder: Path, num_heads: int) -> tuple[tuple[Path_, ...],
     return load_tree_with_lookup(tree_file) if tree_file.is_file() else (chain_tree(num_heads), None)
 
 
+def proposal_vocab_of(
+    heads: MedusaHeads, tokens: torch.Tensor | None, base: BaseModel, heads_spec: str
+) -> ProposalVocab | None:
+    """The heads' proposal vocabulary: the lm_head's rows for shared heads, the tokens alone for
+    heads projecting onto them; checked against the heads' own projection size."""
+    rows = heads.config.proposal_size
+    if tokens is None:
+        if rows:
+            raise HeadsLoadError(f"heads {heads_spec} project onto {rows} proposal tokens but have no {PROPOSAL_FILE}")
+        return None
+    if heads.config.shared_lm_head:
+        return ProposalVocab.from_lm_head(tokens, base.model.get_output_embeddings())
+    if heads.config.projection_rows != tokens.shape[0]:
+        raise HeadsLoadError(
+            f"heads {heads_spec} project onto {heads.config.projection_rows} tokens but their {PROPOSAL_FILE} "
+            f"lists {tokens.shape[0]}"
+        )
+    return ProposalVocab.for_own_projections(tokens, base.device)
+
+
 def load_medusa(model: str | None = None, heads: str | None = None, device: str = "auto", dtype: str = "auto") -> MedusaModel:
     heads_spec = resolve_heads_spec(heads, model)
     base = load_base_model(model, device, dtype)
@@ -195,11 +216,7 @@ def load_medusa(model: str | None = None, heads: str | None = None, device: str 
     medusa_heads.to(base.device, base.dtype).requires_grad_(False)
     if base.device.type == "cpu":
         use_few_rows_linears(medusa_heads)
-    proposal = None
-    if proposal_tokens is not None:
-        if not medusa_heads.config.shared_lm_head:
-            raise HeadsLoadError(f"heads {heads_spec} have their own projections; a proposal vocabulary needs a shared lm_head")
-        proposal = ProposalVocab.from_lm_head(proposal_tokens, base.model.get_output_embeddings())
+    proposal = proposal_vocab_of(medusa_heads, proposal_tokens, base, heads_spec)
     return MedusaModel(base, medusa_heads, heads_spec, tree, proposal, lookup, None if folder is None else str(folder))
 
 

@@ -40,12 +40,17 @@ def positions_in(tokens: torch.Tensor, token_ids: torch.Tensor, vocab_size: int)
 @dataclass(frozen=True)
 class ProposalVocab:
     tokens: torch.Tensor  # [U] sorted distinct token ids
-    projection: nn.Linear  # d -> U: the base lm_head's rows for `tokens`, frozen
+    # d -> U: the base lm_head's rows for `tokens`, frozen; None for heads with their own projections onto them
+    projection: nn.Linear | None
 
     @classmethod
     def from_lm_head(cls, tokens: torch.Tensor, lm_head: nn.Module) -> "ProposalVocab":
         projection = lm_head_rows(lm_head, tokens, lm_head.weight.dtype)
         return cls(tokens.to(lm_head.weight.device), use_few_rows_linears(projection))
+
+    @classmethod
+    def for_own_projections(cls, tokens: torch.Tensor, device: torch.device) -> "ProposalVocab":
+        return cls(tokens.to(device), None)
 
     @property
     def size(self) -> int:
@@ -53,6 +58,8 @@ class ProposalVocab:
 
     def logits(self, states: torch.Tensor) -> torch.Tensor:
         """Heads' states [K, ..., d] -> logits over the proposal vocabulary [K, ..., U]."""
+        if self.projection is None:
+            raise ValueError("these heads project onto the proposal vocabulary themselves: call the heads")
         return self.projection(states)
 
     def positions(self, token_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:

@@ -19,6 +19,7 @@ from medusa_core.modeling.proposal_vocab import lm_head_rows, positions_in
 from medusa_core.training.distill_data import IGNORE, HiddenCache
 from medusa_core.training.losses import LOSSES, hard_loss, head_weights, soft_loss, teacher_logits
 from medusa_core.training.training_data import Stage, distilled_hidden_cache, prompts_hidden_cache, training_vocabulary
+from medusa_core.training.warm_start import earlier_vocabulary, initial_heads
 
 CHECKPOINT = "training-checkpoint.pt"
 
@@ -43,6 +44,8 @@ class TrainConfig:
     loss: str = "hard"  # "hard": the next tokens; "soft": KL to the base model's distribution (Medusa-2)
     head_weight_decay: float = 1.0  # head k's loss weighs decay^k (Medusa: 0.8)
     proposal_vocab_size: int | None = None  # keep the N most frequent answer tokens (None: every token used)
+    own_projection: bool = False  # each head trains its own projection onto the proposal tokens (Medusa-1)
+    init_heads: str | None = None  # continue from these heads (grown to num_layers / own_projection) instead of fresh
 
     def __post_init__(self) -> None:
         if not self.prompts and not self.distilled:
@@ -59,6 +62,10 @@ class TrainConfig:
             raise ValueError(f"head_weight_decay must be in (0, 1], got {self.head_weight_decay}")
         if self.proposal_vocab_size is not None and (self.proposal_vocab_size < 1 or self.full_vocab):
             raise ValueError("proposal_vocab_size must be >= 1, and cannot be combined with full_vocab")
+        if self.own_projection and self.full_vocab:
+            raise ValueError("own_projection projects onto the data's tokens: it cannot be combined with full_vocab")
+        if self.init_heads is not None and self.full_vocab:
+            raise ValueError("continued training keeps the earlier heads' proposal vocabulary: no full_vocab")
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,18 @@ def training_lm_head(base: BaseModel, vocab: torch.Tensor | None) -> nn.Linear:
     projection dominates. Validation always ranks over the full vocabulary.
     """
     return lm_head_rows(base.model.get_output_embeddings(), vocab, torch.float32)
+
+
+def heads_vocabulary(base: BaseModel, config: TrainConfig, cache: HiddenCache) -> torch.Tensor | None:
+    """The tokens the heads learn to rank and propose: the earlier heads' when training continues
+    from heads that have a proposal vocabulary, else the data's most frequent answer tokens."""
+    if config.full_vocab:
+        return None
+    if config.init_heads:
+        earlier = earlier_vocabulary(config.init_heads, base.vocab_size, config.proposal_vocab_size)
+        if earlier is not None:
+            return earlier
+    return training_vocabulary(cache, base.vocab_size, config.proposal_vocab_size)
 
 
 def remap_targets(targets: torch.Tensor, vocab: torch.Tensor | None, vocab_size: int) -> torch.Tensor:
@@ -133,20 +152,25 @@ def evaluate_heads(
     vocab: torch.Tensor | None = None,
 ) -> tuple[HeadAccuracy, HeadAccuracy]:
     """Per-head top-1/top-5 on held-out positions: ranked over the full vocabulary, and over the
-    proposal vocabulary `vocab` as decoding ranks (the same when `vocab` is None)."""
+    proposal vocabulary `vocab` as decoding ranks (the same when `vocab` is None, or when the heads
+    project onto `vocab` themselves and cannot rank anything else)."""
     k = heads.config.num_heads
     full, proposal = HitCounter.zeros(k), HitCounter.zeros(k)
     with torch.inference_mode():
         for chunk in torch.arange(rows.shape[0]).split(256):
             hidden = cache.hidden[rows[chunk]].to(lm_head.weight.device, torch.float32)
-            logits = heads(hidden, lm_head)  # [K, B, V]
+            logits = heads(hidden, lm_head)  # [K, B, V], or [K, B, U] for heads projecting onto `vocab`
             tgt = targets[chunk].T  # [K, B]
+            if heads.config.proposal_size:
+                full.add(vocab[logits.topk(min(5, logits.shape[-1]), dim=-1).indices.cpu()], tgt)
+                continue
             full.add(logits.topk(5, dim=-1).indices.cpu(), tgt)
             if vocab is not None:
                 cut = logits[..., vocab.to(logits.device)]  # [K, B, U]
                 proposal.add(vocab[cut.topk(min(5, cut.shape[-1]), dim=-1).indices.cpu()], tgt)
     samples = int(rows.shape[0])
-    return full.accuracy(samples), (proposal if vocab is not None else full).accuracy(samples)
+    ranked_in_vocab = vocab is not None and not heads.config.proposal_size
+    return full.accuracy(samples), (proposal if ranked_in_vocab else full).accuracy(samples)
 
 
 # Settings a checkpoint does not depend on: where it is written and how often.
@@ -201,6 +225,7 @@ class TrainResult:
     proposal_accuracy: HeadAccuracy  # the same, ranked over the proposal vocabulary as decoding does
     resumed_from_step: int  # 0 for a fresh run
     steps: int
+    proposal_accuracy_before: HeadAccuracy | None = None  # the heads training continued from, same rows
 
 
 def train_heads(base: BaseModel, config: TrainConfig, stage: Stage | None = None) -> TrainResult:
@@ -211,15 +236,21 @@ def train_heads(base: BaseModel, config: TrainConfig, stage: Stage | None = None
     train_rows, train_targets_all = cache.targets(config.num_heads, train_ids)
     val_rows, val_targets = cache.targets(config.num_heads, val_ids)
     # `targets` is indexed by row of `hidden`; build a lookup so shuffled batches find theirs.
-    vocab = None if config.full_vocab else training_vocabulary(cache, base.vocab_size, config.proposal_vocab_size)
+    vocab = heads_vocabulary(base, config, cache)
     target_of = torch.full((cache.hidden.shape[0], config.num_heads), IGNORE, dtype=torch.long)
     target_of[train_rows] = remap_targets(train_targets_all, vocab, base.vocab_size)
     weights = head_weights(config.num_heads, config.head_weight_decay)
 
-    heads_config = HeadsConfig(config.num_heads, config.num_layers, base.hidden_size, base.vocab_size, True, base.model_id)
-    heads = MedusaHeads(heads_config).to(base.device)
+    own_rows = int(vocab.shape[0]) if config.own_projection else 0
+    heads_config = HeadsConfig(
+        config.num_heads, config.num_layers, base.hidden_size, base.vocab_size, not own_rows, base.model_id, own_rows
+    )
     # Heads train in fp32 against fp32 copies of the frozen lm_head, whatever the model's dtype.
     lm_head = training_lm_head(base, vocab)
+    heads = initial_heads(base, heads_config, lm_head, config.init_heads)
+    before = None
+    if config.init_heads:  # the earlier heads on the same held-out rows: what continued training gained
+        before = evaluate_heads(heads.eval(), training_lm_head(base, None), cache, val_rows, val_targets, vocab)[1]
     optimizer = torch.optim.AdamW(heads.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -259,6 +290,8 @@ def train_heads(base: BaseModel, config: TrainConfig, stage: Stage | None = None
     accuracy, proposal = evaluate_heads(heads, training_lm_head(base, None), cache, val_rows, val_targets, vocab)
     extra = {"train_positions": int(train_rows.shape[0]), "steps": total, "loss_vocabulary": int(lm_head.out_features)}
     card = {"training": asdict(config) | extra, "validation": asdict(accuracy), "validation_proposal": asdict(proposal)}
+    if before is not None:
+        card["validation_proposal_before"] = asdict(before)
     save_heads(heads, out, extra={"medusa_explorer_training": card}, proposal_tokens=vocab)
     (out / "training.json").write_text(json.dumps(card, indent=1))
-    return TrainResult(heads, accuracy, proposal, resumed_from, total)
+    return TrainResult(heads, accuracy, proposal, resumed_from, total, before)

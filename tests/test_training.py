@@ -14,7 +14,7 @@ from medusa_core.training.distill_data import (
     IGNORE, Conversation, HiddenCache, build_hidden_cache, generate_responses, hidden_cache_of, hidden_states_for,
     length_batches,
 )
-from medusa_core.training.training import remap_targets, training_lm_head
+from medusa_core.training.training import evaluate_heads, remap_targets, training_lm_head
 from medusa_core.training.distill_chunks import FORMAT, DistillConfig, distill, load_distilled, write_chunk
 from medusa_core.training.losses import hard_loss, head_weights, soft_loss, teacher_logits
 from medusa_core.training.training_data import concat_hidden_caches, distilled_hidden_cache, training_vocabulary
@@ -237,3 +237,18 @@ def test_growing_refuses_heads_it_cannot_continue(config, message):
     earlier = MedusaHeads(HeadsConfig(3, 1, HIDDEN, VOCAB, False, "", proposal_size=4))
     with pytest.raises(ValueError, match=message):
         grown_from(earlier, config, nn.Linear(HIDDEN, config.projection_rows, bias=False))
+
+
+def test_proposal_only_ranking_equals_the_proposal_ranks_of_the_full_ranking():
+    base = tiny_base("llama")
+    conversations, hidden = generate_responses(base, [[5, 6, 7], [9, 4], [3]], max_new_tokens=12, batch_size=3)
+    cache = hidden_cache_of(conversations, hidden)
+    rows, targets = cache.targets(3, [0, 1, 2])
+    vocab = training_vocabulary(cache, VOCAB, 6)
+    heads = random_heads(3, seed=1, shared=True)
+    full_lm_head = training_lm_head(base, None)
+    _, ranked = evaluate_heads(heads, full_lm_head, cache, rows, targets, vocab)
+    cheap, same = evaluate_heads(heads, full_lm_head, cache, rows, targets, vocab, proposal_only=True)
+    assert cheap == same
+    assert cheap.top1 == pytest.approx(ranked.top1) and cheap.top5 == pytest.approx(ranked.top5)
+    assert sum(ranked.top5) > 0  # the rows hit something, so the comparison means something

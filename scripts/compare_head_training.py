@@ -55,6 +55,7 @@ CONTINUED_VARIANTS: dict[str, dict] = {
     "continued with own projections": {"own_projection": True},
     "continued with a third ResBlock": {"num_layers": 3},
     "continued with own projections and a third ResBlock": {"own_projection": True, "num_layers": 3},
+    "continued as they are, lr 1e-4": {"lr": 1e-4},
 }
 VOCAB_SIZES = (1024, 2048, 4096, 8192, None)
 

@@ -127,7 +127,7 @@ def main() -> int:
     p.add_argument("--out", required=True, help="JSON file of the comparison")
     p.add_argument("--first-chunk", type=int, default=0, help="the chunks start at this one")
     p.add_argument("--init-heads", default=None, help="compare ways to continue training these heads")
-    p.add_argument("--only", nargs="*", default=None, help="run only variants whose name starts with these")
+    p.add_argument("--only", nargs="*", default=None, help="run only these variants (full names, or prefixes)")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
     if args.threads:
@@ -142,7 +142,8 @@ def main() -> int:
         variants = CONTINUED_VARIANTS
     results = []
     for i, (name, change) in enumerate(variants.items()):
-        if args.only and not any(name.startswith(o) for o in args.only):
+        # A full name picks that variant alone (one name may begin another's); anything else is a prefix.
+        if args.only and not any(name == o or (o not in variants and name.startswith(o)) for o in args.only):
             continue
         config = dataclasses.replace(baseline, out=str(work / f"variant-{i}"), **change)
         results.append({"name": name, "change": change} | run_variant(base, config))

@@ -88,7 +88,8 @@ def own_projection_heads(vocab: list[int], seed: int) -> MedusaHeads:
 def test_own_projections_onto_the_vocabulary_stay_lossless_and_propose_only_its_tokens(arch, tree, prompt, vocab, seed):
     base = BASES[arch]
     heads = own_projection_heads(vocab, seed)
-    medusa = MedusaModel(base, heads, "test-heads", tree, ProposalVocab.for_own_projections(torch.tensor(vocab), base.device))
+    proposal = ProposalVocab.for_own_projections(torch.tensor(vocab), base.device)
+    medusa = MedusaModel(base, heads, "test-heads", tree, proposal)
     record = generate(medusa, "", tree, DecodeConfig(max_new_tokens=12), prompt_ids=prompt)
     assert record.tokens == greedy_reference(base, prompt, 12)
     proposed = {node.token_id for step in record.steps for node in step.nodes[1:]}

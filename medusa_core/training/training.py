@@ -254,7 +254,8 @@ def train_heads(base: BaseModel, config: TrainConfig, stage: Stage | None = None
     heads = initial_heads(base, heads_config, lm_head, config.init_heads)
     before = None
     if config.init_heads:  # the earlier heads on the same held-out rows: what continued training gained
-        before = evaluate_heads(heads.eval(), training_lm_head(base, None), cache, val_rows, val_targets, vocab, True)[1]
+        full_lm_head = training_lm_head(base, None)
+        before = evaluate_heads(heads.eval(), full_lm_head, cache, val_rows, val_targets, vocab, proposal_only=True)[1]
     # PyTorch's fused AdamW: one kernel for all parameters, several times faster on the CPU for own projections.
     fused = base.device.type in ("cpu", "cuda")
     optimizer = torch.optim.AdamW(heads.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused)

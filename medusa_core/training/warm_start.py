@@ -38,7 +38,9 @@ def grown_from(earlier: MedusaHeads, config: HeadsConfig, lm_head: nn.Linear) ->
     """Heads of `config` holding `earlier`'s weights; what `earlier` lacks starts where it changes nothing."""
     old = earlier.config
     if old.num_heads != config.num_heads:
-        raise ValueError(f"the earlier heads are {old.num_heads}, this training has {config.num_heads}: they must match")
+        raise ValueError(
+            f"the earlier heads are {old.num_heads}, this training has {config.num_heads}: they must match"
+        )
     if old.num_layers > config.num_layers:
         raise ValueError(f"the earlier heads have {old.num_layers} ResBlocks: train with at least as many")
     if not old.shared_lm_head and config.shared_lm_head:

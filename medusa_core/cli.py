@@ -195,6 +195,9 @@ def train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-heads", default=None,
                    help="continue training these heads (keeping their proposal vocabulary; added ResBlocks start "
                         "as the identity, an added own projection as the lm_head's rows)")
+    p.add_argument("--root-token", action="store_true",
+                   help="each head also reads the pending root token, the base model's own next token, which "
+                        "decoding knows before the heads draft (as Hydra's and EAGLE's drafters do; not Medusa-1)")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -219,6 +222,7 @@ def run_train(args: argparse.Namespace) -> int:
         proposal_vocab_size=args.proposal_vocab_size,
         own_projection=args.own_projection,
         init_heads=args.init_heads,
+        root_token=args.root_token,
     )
     if config.prompts:
         read_prompt_file(config.prompts)  # fail on a bad file before loading the model

@@ -56,6 +56,7 @@ CONTINUED_VARIANTS: dict[str, dict] = {
     "continued with a third ResBlock": {"num_layers": 3},
     "continued with own projections and a third ResBlock": {"own_projection": True, "num_layers": 3},
     "continued as they are, lr 1e-4": {"lr": 1e-4},
+    "continued reading the root token": {"root_token": True},
 }
 VOCAB_SIZES = (1024, 2048, 4096, 8192, None)
 

@@ -268,13 +268,15 @@ def test_train_heads_on_distilled_chunks(tmp_path):
     assert card["loss"] == "soft" and card["head_weight_decay"] == 0.8 and card["loss_vocabulary"] == 30
     assert len(json.loads((out_dir / "proposal_vocab.json").read_text())["tokens"]) == 30
     assert len(saved["validation_proposal"]["top1"]) == 4
-    # Continued: one more ResBlock and own projections onto the same 30 tokens; the heads decode.
+    # Continued: one more ResBlock, own projections onto the same 30 tokens and the root token as input;
+    # the heads decode.
     grown_dir = tmp_path / "h-grown"
     grown = cli("train-heads", "--distilled", str(chunks), "--out", str(grown_dir), "--epochs", "1", "--batch-size", "8",
-                "--init-heads", str(out_dir), "--num-layers", "2", "--own-projection")
+                "--init-heads", str(out_dir), "--num-layers", "2", "--own-projection", "--root-token")
     assert grown.returncode == 0, grown.stderr
     assert "the heads it started from, same rows" in grown.stdout
     card = json.loads((grown_dir / "training.json").read_text())
+    assert card["training"]["root_token"] and json.loads((grown_dir / "config.json").read_text())["medusa_explorer"]["root_token"]
     assert card["validation_proposal_before"]["top1"] == pytest.approx(saved["validation_proposal"]["top1"], abs=0.02)
     assert json.loads((grown_dir / "proposal_vocab.json").read_text()) == json.loads((out_dir / "proposal_vocab.json").read_text())
     decoded = cli("generate", "--heads", str(grown_dir), "--prompt", "Say hi.", "--max-new-tokens", "8", "--json")

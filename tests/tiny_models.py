@@ -129,7 +129,7 @@ class ReferenceHeads(nn.Module):
         self.future = [tokens[t + 2 : t + 2 + num_heads] for t in range(len(tokens))]
         self.right = right
 
-    def forward(self, hidden: torch.Tensor, lm_head=None, num_heads: int | None = None) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, lm_head=None, num_heads: int | None = None, root_embeds=None) -> torch.Tensor:
         flat = hidden.reshape(-1, hidden.shape[-1])
         nearest = torch.cdist(flat, self.keys).argmin(dim=1)  # [N]
         k = num_heads or self.config.num_heads

@@ -62,7 +62,8 @@ def tree_forward_fn(
             )  # [B, n, d]
             final_logits(base.model, hidden[:, buffers.internal])  # as decoding does
             if medusa is not None and n_tokens > 1:
-                head_topk(propose_logits(medusa, hidden[:, 0], buffers.max_depth), PROPOSAL_TOP_K, medusa.proposal)
+                logits = propose_logits(medusa, hidden[:, 0], buffers.max_depth, tokens[:, 0])
+                head_topk(logits, PROPOSAL_TOP_K, medusa.proposal)
             cache.crop(prefix_len - cache.get_seq_length())
         synchronize(base.device)
 

@@ -50,20 +50,35 @@ def head_topk(
     return tokens, top.values
 
 
-def heads_logits(medusa: MedusaModel, hidden: torch.Tensor, num_heads: int | None = None) -> torch.Tensor:
+def root_embeddings(medusa: MedusaModel, roots: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """The pending roots' input embeddings [..., d] for heads that read them (else None)."""
+    if not medusa.heads.config.root_token:
+        return None
+    if roots is None:
+        raise ValueError("these heads read the pending root token: pass the roots")
+    return medusa.base.model.get_input_embeddings()(roots).to(dtype)
+
+
+def heads_logits(
+    medusa: MedusaModel, hidden: torch.Tensor, num_heads: int | None = None, roots: torch.Tensor | None = None
+) -> torch.Tensor:
     """The first `num_heads` (default all) heads' logits [K, ..., U] over their proposal
-    vocabulary (U = V without one)."""
+    vocabulary (U = V without one); roots [...] are the pending root tokens at `hidden`
+    (each position's next token), needed only by heads that read them."""
+    root_embeds = root_embeddings(medusa, roots, hidden.dtype)
     if medusa.proposal is None or medusa.proposal.projection is None:
-        return medusa.heads(hidden, medusa.base.model.get_output_embeddings(), num_heads)
-    return medusa.proposal.logits(medusa.heads.head_states(hidden, num_heads))
+        return medusa.heads(hidden, medusa.base.model.get_output_embeddings(), num_heads, root_embeds)
+    return medusa.proposal.logits(medusa.heads.head_states(hidden, num_heads, root_embeds))
 
 
-def propose_logits(medusa: MedusaModel, hidden: torch.Tensor, depth: int) -> torch.Tensor:
+def propose_logits(
+    medusa: MedusaModel, hidden: torch.Tensor, depth: int, roots: torch.Tensor | None = None
+) -> torch.Tensor:
     """Logits [D, ..., U] of the heads a tree of this depth uses: a shallow tree skips the deep
     heads' projections, a visible share of a CPU step; none for the empty tree (plain greedy)."""
     if depth == 0:
         return hidden.new_empty(0, 0)
-    return heads_logits(medusa, hidden, depth)
+    return heads_logits(medusa, hidden, depth, roots)
 
 
 def next_root(
@@ -179,7 +194,8 @@ class Decoding:
         roots, root_probs = self.next_roots(rows, root_logits, drawn)
         depth, k = self.heads_depth, self.top_k
         if depth:
-            tokens, probs = head_topk(propose_logits(self.medusa, hidden_last, depth), k, self.medusa.proposal)
+            logits = propose_logits(self.medusa, hidden_last, depth, roots)
+            tokens, probs = head_topk(logits, k, self.medusa.proposal)
             tokens, probs = tokens.transpose(0, 1), probs.transpose(0, 1)  # [B, D, k]
         else:
             tokens = probs = root_probs.new_empty(0)

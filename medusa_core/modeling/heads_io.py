@@ -3,6 +3,7 @@
 Weight names follow FasterDecoding's ``medusa_head`` ModuleList of Sequentials:
 ``{head}.{layer}.linear.weight|bias`` for the ResBlocks and ``{head}.{num_layers}.weight`` for
 a head's own projection, so folders written here load in their code and theirs load here.
+Heads that read the pending root token add ``{head}.root.weight`` (their code refuses those).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def to_checkpoint_state(heads: MedusaHeads) -> dict[str, torch.Tensor]:
             state[f"{h}.{j}.linear.bias"] = block.linear.bias
         if heads.proj is not None:
             state[f"{h}.{len(blocks)}.weight"] = heads.proj[h]
+        if heads.root_proj is not None:
+            state[f"{h}.root.weight"] = heads.root_proj[h]
     return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
 
 
@@ -122,6 +125,7 @@ def _infer_config(raw: dict, state: dict[str, torch.Tensor], folder: Path) -> He
         shared_lm_head=shared,
         base_model_name_or_path=str(raw.get("base_model_name_or_path", "")),
         proposal_size=proposal_size,
+        root_token="0.root.weight" in state,
     )
 
 
@@ -137,6 +141,8 @@ def _load_into(heads: MedusaHeads, state: dict[str, torch.Tensor], folder: Path)
                 block.linear.bias.copy_(state[f"{h}.{j}.linear.bias"])
             if heads.proj is not None:
                 heads.proj[h].copy_(state[f"{h}.{len(blocks)}.weight"])
+            if heads.root_proj is not None:
+                heads.root_proj[h].copy_(state[f"{h}.root.weight"])
 
 
 def check_heads_fit(config: HeadsConfig, hidden_size: int, vocab_size: int, where: str) -> None:

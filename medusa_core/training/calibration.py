@@ -36,7 +36,7 @@ def head_ranks(medusa: MedusaModel, tokens: Sequence[int], start: int) -> torch.
     t = torch.arange(start, len(tokens) - k - 1, device=ids.device)  # [T] positions with every target
     if t.numel() == 0:
         return torch.empty(0, k, dtype=torch.long)
-    logits = heads_logits(medusa, hidden[t])  # [K, T, U]
+    logits = heads_logits(medusa, hidden[t], roots=ids[t + 1])  # [K, T, U]
     targets = torch.stack([ids[t + j + 2] for j in range(k)])  # [K, T]
     if medusa.proposal is None:
         return rank_of(logits, targets).T.cpu()  # [T, K]

@@ -149,6 +149,10 @@ class HiddenCache:
             targets.append(head_targets(self.tokens[c].tolist(), int(self.starts[c]), num_heads))
         return torch.cat(rows), torch.cat(targets)
 
+    def root_tokens(self) -> torch.Tensor:
+        """[T] per row of `hidden` (position t), the token t+1: the root pending when heads read h_t."""
+        return torch.cat([t[int(s) + 1 :] for t, s in zip(self.tokens, self.starts)])
+
 
 def build_hidden_cache(
     base: BaseModel, conversations: Sequence[Conversation], progress: Progress | None = None, batch_tokens: int = 8192

@@ -40,7 +40,7 @@ def acceptance_probabilities(
     if t.numel() == 0:
         return torch.empty(0, num_heads, top_k)
     target = processed_probs(final_logits(medusa.base.model, hidden), config)  # [L, V]: row j is token j + 1's
-    proposed, _ = head_topk(heads_logits(medusa, hidden[t]), top_k, medusa.proposal)  # [K, T, k]
+    proposed, _ = head_topk(heads_logits(medusa, hidden[t], roots=ids[t + 1]), top_k, medusa.proposal)  # [K, T, k]
     per_head = [target[t + k + 1].gather(-1, proposed[k]) for k in range(num_heads)]  # K x [T, k]
     return torch.stack(per_head, dim=1).cpu()  # [T, K, k]
 

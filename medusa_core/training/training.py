@@ -46,6 +46,7 @@ class TrainConfig:
     proposal_vocab_size: int | None = None  # keep the N most frequent answer tokens (None: every token used)
     own_projection: bool = False  # each head trains its own projection onto the proposal tokens (Medusa-1)
     init_heads: str | None = None  # continue from these heads (grown to num_layers / own_projection) instead of fresh
+    root_token: bool = False  # heads also read the pending root token (the base model's own token t+1)
 
     def __post_init__(self) -> None:
         if not self.prompts and not self.distilled:
@@ -118,6 +119,22 @@ def remap_targets(targets: torch.Tensor, vocab: torch.Tensor | None, vocab_size:
     return torch.where((targets == IGNORE) | (positions < 0), IGNORE, positions)
 
 
+@dataclass(frozen=True)
+class RootEmbeds:
+    """The pending root's embedding per row of a hidden cache, for heads that read it."""
+
+    table: torch.Tensor  # [V, d] fp32 copy of the base model's frozen input embeddings
+    tokens: torch.Tensor  # [T] the root token of each row
+
+    @classmethod
+    def of(cls, base: BaseModel, cache: HiddenCache) -> "RootEmbeds":
+        table = base.model.get_input_embeddings().weight.detach().to(torch.float32)
+        return cls(table, cache.root_tokens().to(table.device))
+
+    def __call__(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.table[self.tokens[rows.to(self.tokens.device)]]  # [B, d]
+
+
 def batches(rows: torch.Tensor, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
     perm = rows[torch.randperm(rows.shape[0], generator=generator)]
     yield from perm.split(batch_size)
@@ -149,7 +166,7 @@ class HitCounter:
 
 def evaluate_heads(
     heads: MedusaHeads, lm_head: nn.Module, cache: HiddenCache, rows: torch.Tensor, targets: torch.Tensor,
-    vocab: torch.Tensor | None = None, proposal_only: bool = False,
+    vocab: torch.Tensor | None = None, proposal_only: bool = False, roots: RootEmbeds | None = None,
 ) -> tuple[HeadAccuracy, HeadAccuracy]:
     """Per-head top-1/top-5 on held-out positions: ranked over the full vocabulary, and over the
     proposal vocabulary `vocab` as decoding ranks (the same when `vocab` is None, or when the heads
@@ -163,7 +180,8 @@ def evaluate_heads(
     with torch.inference_mode():
         for chunk in torch.arange(rows.shape[0]).split(256):
             hidden = cache.hidden[rows[chunk]].to(lm_head.weight.device, torch.float32)
-            logits = heads(hidden, lm_head)  # [K, B, V], or [K, B, U] for heads projecting onto `vocab`
+            root_embeds = roots(rows[chunk]) if roots else None
+            logits = heads(hidden, lm_head, None, root_embeds)  # [K, B, V], or [K, B, U] onto `vocab`
             tgt = targets[chunk].T  # [K, B]
             if onto_vocab:
                 full.add(vocab[logits.topk(min(5, logits.shape[-1]), dim=-1).indices.cpu()], tgt)
@@ -212,11 +230,11 @@ def lr_at(step: int, total: int, base_lr: float) -> float:
 
 def batch_loss(
     heads: MedusaHeads, lm_head: nn.Module, hidden_rows: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor,
-    weights: torch.Tensor, loss: str,
+    weights: torch.Tensor, loss: str, roots: RootEmbeds | None = None,
 ) -> torch.Tensor:
     """The training loss of one batch of rows (targets [B, K] are positions in lm_head's vocabulary)."""
     hidden = hidden_rows[rows].to(lm_head.weight.device, torch.float32)  # [B, d]
-    logits = heads(hidden, lm_head)  # [K, B, U]
+    logits = heads(hidden, lm_head, None, roots(rows) if roots else None)  # [K, B, U]
     if loss == "soft":
         return soft_loss(logits, teacher_logits(hidden_rows, lm_head, rows, logits.shape[0]), targets, weights)
     return hard_loss(logits, targets, weights)
@@ -247,15 +265,19 @@ def train_heads(base: BaseModel, config: TrainConfig, stage: Stage | None = None
 
     own_rows = int(vocab.shape[0]) if config.own_projection else 0
     heads_config = HeadsConfig(
-        config.num_heads, config.num_layers, base.hidden_size, base.vocab_size, not own_rows, base.model_id, own_rows
+        config.num_heads, config.num_layers, base.hidden_size, base.vocab_size, not own_rows, base.model_id, own_rows,
+        config.root_token,
     )
+    roots = RootEmbeds.of(base, cache) if config.root_token else None
     # Heads train in fp32 against fp32 copies of the frozen lm_head, whatever the model's dtype.
     lm_head = training_lm_head(base, vocab)
     heads = initial_heads(base, heads_config, lm_head, config.init_heads)
     before = None
     if config.init_heads:  # the earlier heads on the same held-out rows: what continued training gained
         full_lm_head = training_lm_head(base, None)
-        before = evaluate_heads(heads.eval(), full_lm_head, cache, val_rows, val_targets, vocab, proposal_only=True)[1]
+        before = evaluate_heads(
+            heads.eval(), full_lm_head, cache, val_rows, val_targets, vocab, proposal_only=True, roots=roots
+        )[1]
     # PyTorch's fused AdamW: one kernel for all parameters, several times faster on the CPU for own projections.
     fused = base.device.type in ("cpu", "cuda")
     optimizer = torch.optim.AdamW(heads.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused)
@@ -282,7 +304,9 @@ def train_heads(base: BaseModel, config: TrainConfig, stage: Stage | None = None
                 continue  # resuming mid-epoch: same permutation, skip what was done
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total, config.lr)
-            loss = batch_loss(heads, lm_head, cache.hidden, rows, target_of[rows].to(base.device), weights, config.loss)
+            loss = batch_loss(
+                heads, lm_head, cache.hidden, rows, target_of[rows].to(base.device), weights, config.loss, roots
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -294,7 +318,9 @@ def train_heads(base: BaseModel, config: TrainConfig, stage: Stage | None = None
             if step % steps_per_epoch == 0:
                 break
     heads.eval()
-    accuracy, proposal = evaluate_heads(heads, training_lm_head(base, None), cache, val_rows, val_targets, vocab)
+    accuracy, proposal = evaluate_heads(
+        heads, training_lm_head(base, None), cache, val_rows, val_targets, vocab, roots=roots
+    )
     extra = {"train_positions": int(train_rows.shape[0]), "steps": total, "loss_vocabulary": int(lm_head.out_features)}
     card = {"training": asdict(config) | extra, "validation": asdict(accuracy), "validation_proposal": asdict(proposal)}
     if before is not None:

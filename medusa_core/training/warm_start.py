@@ -1,8 +1,8 @@
 """Where head training starts: fresh heads, or heads trained before (continued training).
 
 Continued training keeps what the earlier heads learned and may grow them on the way: ResBlocks
-added after theirs start as the identity, and own projections (Medusa-1's per-head lm_head) start
-as the lm_head's rows, so the grown heads begin exactly where the earlier heads were. The earlier
+added after theirs start as the identity, own projections (Medusa-1's per-head lm_head) start
+as the lm_head's rows, and a new root-token input starts at zero, so the grown heads begin exactly where the earlier heads were. The earlier
 heads' proposal vocabulary is kept, so their projections and ranks keep their meaning.
 """
 
@@ -43,6 +43,8 @@ def grown_from(earlier: MedusaHeads, config: HeadsConfig, lm_head: nn.Linear) ->
         )
     if old.num_layers > config.num_layers:
         raise ValueError(f"the earlier heads have {old.num_layers} ResBlocks: train with at least as many")
+    if old.root_token and not config.root_token:
+        raise ValueError("the earlier heads read the pending root token: continue with root_token")
     if not old.shared_lm_head and config.shared_lm_head:
         raise ValueError("the earlier heads have their own projections: continue with own_projection")
     if not old.shared_lm_head and old.projection_rows != config.projection_rows:
@@ -58,6 +60,8 @@ def grown_from(earlier: MedusaHeads, config: HeadsConfig, lm_head: nn.Linear) ->
                 heads.proj.copy_(earlier.proj)
             else:
                 start_projections_at(heads, lm_head)
+        if earlier.root_proj is not None:
+            heads.root_proj.copy_(earlier.root_proj)  # else it stays zero: the root changes nothing yet
     return heads
 
 

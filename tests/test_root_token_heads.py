@@ -1,0 +1,128 @@
+"""Heads that read the pending root token: lossless, fed each step's own root, saved, grown, trained."""
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file
+from torch import nn
+
+from medusa_core.engine.loop import DecodeConfig, generate, generate_batch
+from medusa_core.engine.sampling import SamplingConfig
+from medusa_core.engine.step import head_topk, heads_logits
+from medusa_core.engine.verify import forward_hidden, new_cache
+from medusa_core.modeling.heads import HeadsConfig, MedusaHeads
+from medusa_core.modeling.heads_io import SAFETENSORS_FILE, load_heads, save_heads
+from medusa_core.training.distill_data import generate_responses, hidden_cache_of
+from medusa_core.training.training import RootEmbeds
+from medusa_core.training.warm_start import grown_from
+from tiny_models import ALL_ARCHS, HIDDEN, VOCAB, greedy_reference, medusa_of, prompts, random_heads, tiny_base, trees
+
+BASES = {arch: tiny_base(arch) for arch in ALL_ARCHS}
+
+
+def root_heads(num_heads: int, seed: int, shared: bool = True) -> MedusaHeads:
+    torch.manual_seed(seed)
+    heads = MedusaHeads(HeadsConfig(num_heads, 1, HIDDEN, VOCAB, shared, root_token=True))
+    with torch.no_grad():
+        for p in heads.parameters():
+            p.normal_(0, 0.5)
+    return heads.eval()
+
+
+def test_a_zero_root_input_changes_no_logit_and_a_missing_root_is_refused():
+    plain = random_heads(3, seed=2, shared=True)
+    reading = MedusaHeads(HeadsConfig(3, 1, HIDDEN, VOCAB, True, root_token=True))
+    reading.load_state_dict(plain.state_dict(), strict=False)
+    lm_head = nn.Linear(HIDDEN, VOCAB, bias=False)
+    x, e = torch.randn(4, HIDDEN), torch.randn(4, HIDDEN)
+    torch.testing.assert_close(reading(x, lm_head, None, e), plain(x, lm_head))
+    with pytest.raises(ValueError, match="read the pending root token"):
+        reading(x, lm_head)
+    with torch.no_grad():
+        reading.root_proj.normal_()
+    assert not torch.allclose(reading(x, lm_head, None, e), plain(x, lm_head))
+    torch.testing.assert_close(reading(x, lm_head, 2, e), reading(x, lm_head, None, e)[:2])
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_root_reading_heads_save_and_load(tmp_path, shared):
+    heads = root_heads(2, seed=5, shared=shared)
+    save_heads(heads, tmp_path / "h")
+    assert {"0.root.weight", "1.root.weight"} <= set(load_file(str(tmp_path / "h" / SAFETENSORS_FILE)))
+    loaded = load_heads(str(tmp_path / "h"), HIDDEN, VOCAB)
+    assert loaded.config == heads.config and loaded.config.root_token
+    x, e = torch.randn(3, HIDDEN), torch.randn(3, HIDDEN)
+    lm_head = nn.Linear(HIDDEN, VOCAB, bias=False)
+    torch.testing.assert_close(loaded(x, lm_head, None, e), heads(x, lm_head, None, e))
+
+
+@pytest.mark.parametrize("arch", ALL_ARCHS)
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tree=trees(), prompt=prompts, seed=st.integers(0, 3), n=st.integers(1, 16))
+def test_root_reading_heads_stay_lossless(arch, tree, prompt, seed, n):
+    base = BASES[arch]
+    medusa = medusa_of(base, root_heads(4, seed, shared=seed % 2 == 0))
+    record = generate(medusa, "", tree, DecodeConfig(max_new_tokens=n), prompt_ids=prompt)
+    assert record.tokens == greedy_reference(base, prompt, n)
+
+
+def test_each_step_drafts_from_the_heads_reading_that_steps_root():
+    """A step's proposals are the heads' top-k at the last accepted position, reading the root the
+    model chose there; reading any other token would propose other tokens."""
+    base = BASES["llama"]
+    medusa = medusa_of(base, root_heads(4, seed=1))
+    tree = [(0,), (1,), (2,), (0, 0), (0, 1), (0, 0, 0), (0, 0, 0, 0)]
+    prompt = [5, 6, 7]
+    record = generate(medusa, "", tree, DecodeConfig(max_new_tokens=24), prompt_ids=prompt)
+    seq = prompt + record.tokens
+    with torch.no_grad():
+        hidden = forward_hidden(base.model, torch.tensor([seq]), new_cache(), torch.arange(len(seq))[None])  # [L, d]
+        emitted, differs = 0, 0
+        for step in record.steps:
+            at = len(prompt) + emitted - 1  # the last accepted position; its own next token is this step's root
+            assert step.nodes[0].token_id == seq[at + 1]
+            expected, _ = head_topk(heads_logits(medusa, hidden[at], roots=torch.tensor(seq[at + 1])), 3, None)
+            assert expected.tolist() == step.head_topk
+            other, _ = head_topk(heads_logits(medusa, hidden[at], roots=torch.tensor((seq[at + 1] + 1) % VOCAB)), 3, None)
+            differs += other.tolist() != step.head_topk
+            emitted += len(step.emitted)
+    assert len(record.steps) > 3 and differs > 0
+
+
+@pytest.mark.parametrize("sampling", [None, SamplingConfig(1.0)])
+def test_batched_rows_draft_from_their_own_roots(sampling):
+    """Each row of a batch drafts the trees it drafts alone (its heads read its own root), greedy and sampled."""
+    medusa = medusa_of(BASES["qwen2"], root_heads(4, seed=3))
+    tree = [(0,), (1,), (0, 0), (1, 0), (0, 0, 0)]
+    rows, seeds = [[3, 1, 4], [1, 5, 9, 2, 6], [5]], [7, 8, 9]
+    batched = generate_batch(medusa, [""] * 3, tree, DecodeConfig(20, sampling=sampling), prompt_ids=rows, seeds=seeds)
+    for prompt, seed, record in zip(rows, seeds, batched):
+        alone = generate(medusa, "", tree, DecodeConfig(20, sampling=sampling, seed=seed), prompt_ids=prompt)
+        assert record.tokens == alone.tokens
+        assert [[n.token_id for n in s.nodes] for s in record.steps] == [[n.token_id for n in s.nodes] for s in alone.steps]
+
+
+def test_each_rows_root_is_its_next_token_and_head_0s_target_the_one_after():
+    base = BASES["llama"]
+    conversations, hidden = generate_responses(base, [[5, 6], [9], [3, 4, 8]], max_new_tokens=6, batch_size=3)
+    cache = hidden_cache_of(conversations, hidden)
+    roots = cache.root_tokens()
+    assert roots.shape[0] == cache.hidden.shape[0]
+    for c, conv in enumerate(conversations):
+        assert roots[cache.offsets[c] : cache.offsets[c + 1]].tolist() == conv.response_ids
+    rows, targets = cache.targets(2, [0, 1, 2])
+    inside = targets[:-1, 0] != -100
+    assert torch.equal(targets[:-1, 0][inside], roots[rows[1:]][inside])  # t+2 of row r is the root of row r+1
+    embeds = RootEmbeds.of(base, cache)
+    torch.testing.assert_close(embeds(rows[:4]), base.model.get_input_embeddings().weight[roots[rows[:4]]])
+
+
+def test_growing_plain_heads_by_a_root_input_changes_nothing_and_the_reverse_is_refused():
+    earlier = random_heads(3, seed=4, shared=True)
+    lm_head = nn.Linear(HIDDEN, VOCAB, bias=False)
+    grown = grown_from(earlier, HeadsConfig(3, 2, HIDDEN, VOCAB, True, root_token=True), lm_head)
+    x, e = torch.randn(5, HIDDEN), torch.randn(5, HIDDEN)
+    torch.testing.assert_close(grown(x, lm_head, None, e), earlier(x, lm_head))
+    with pytest.raises(ValueError, match="continue with root_token"):
+        grown_from(root_heads(3, seed=0), HeadsConfig(3, 1, HIDDEN, VOCAB, True), lm_head)

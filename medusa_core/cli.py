@@ -198,6 +198,8 @@ def train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root-token", action="store_true",
                    help="each head also reads the pending root token, the base model's own next token, which "
                         "decoding knows before the heads draft (as Hydra's and EAGLE's drafters do; not Medusa-1)")
+    p.add_argument("--root-lr", type=float, default=None,
+                   help="learning rate of the root-token input (default: --lr); higher than --lr when continuing")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -223,6 +225,7 @@ def run_train(args: argparse.Namespace) -> int:
         own_projection=args.own_projection,
         init_heads=args.init_heads,
         root_token=args.root_token,
+        root_lr=args.root_lr,
     )
     if config.prompts:
         read_prompt_file(config.prompts)  # fail on a bad file before loading the model

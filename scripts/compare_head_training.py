@@ -57,6 +57,8 @@ CONTINUED_VARIANTS: dict[str, dict] = {
     "continued with own projections and a third ResBlock": {"own_projection": True, "num_layers": 3},
     "continued as they are, lr 1e-4": {"lr": 1e-4},
     "continued reading the root token": {"root_token": True},
+    "continued reading the root token, lr 1e-4, root input lr 1e-3": {"root_token": True, "lr": 1e-4, "root_lr": 1e-3},
+    "continued reading the root token, lr 1e-4, root input lr 3e-3": {"root_token": True, "lr": 1e-4, "root_lr": 3e-3},
 }
 VOCAB_SIZES = (1024, 2048, 4096, 8192, None)
 

@@ -9,12 +9,25 @@ H=heads/smollm2-135m-instruct
 B=benchmarks
 step=${1:-all}
 TRAIN_SETTINGS="--num-layers 2 --proposal-vocab-size 4096 --epochs 2 --batch-size 64 --lr 1e-3 --checkpoint-every 1000"
+D=data/distill/sharegpt-smollm2-135m
+# Stage 2 continues the stage-1 heads on chunks they never saw, now reading the pending root token, with
+# what scripts/compare_head_training.py --init-heads measured best (benchmarks/head-training-continued.json).
+CONTINUE_SETTINGS="--num-layers 2 --root-token --epochs 1 --batch-size 64 --lr 1e-4 --root-lr 1e-3 --checkpoint-every 1000"
+chunk_links() {  # chunk_links FOLDER I...: a folder of links to chunks I... of $D
+  local folder=$1; shift
+  mkdir -p "$folder"
+  for i in "$@"; do f=$(printf 'chunk-%05d.json.xz' "$i"); ln -sf "$PWD/$D/$f" "$folder/$f"; done
+}
 if [ "$step" = all ] || [ "$step" = train ]; then
   # The committed self-distilled ShareGPT answers (data/distill/README.md); settings chosen by
   # scripts/compare_head_training.py (benchmarks/head-training-comparison.json, see the model card).
-  # The shipped heads trained on chunks 0-26 (1.09M answer tokens); training on all 39 chunks needs
-  # every chunk's hidden states (about 3 hours to recompute on the 2-core EPYC, see data/distill/README.md).
-  $py -m medusa_core train-heads --distilled data/distill/sharegpt-smollm2-135m --out "$H" $TRAIN_SETTINGS
+  # Stage 1: chunks 0-26 (the answers generated first), from fresh heads. Stage 2: 8 of the 12 chunks
+  # generated later (those whose hidden states one session could recompute on the 2-core EPYC).
+  W=$(mktemp -d)
+  chunk_links "$W/stage1-chunks" $(seq 0 26)
+  chunk_links "$W/stage2-chunks" 27 28 29 30 33 34 35 36
+  $py -m medusa_core train-heads --distilled "$W/stage1-chunks" --out "$W/stage1" $TRAIN_SETTINGS
+  $py -m medusa_core train-heads --distilled "$W/stage2-chunks" --init-heads "$W/stage1" --out "$H" $CONTINUE_SETTINGS
 fi
 if [ "$step" = all ] || [ "$step" = trees ]; then
   rm -f "$H/tree.json"  # calibrate with the plain chain

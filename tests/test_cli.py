@@ -276,7 +276,8 @@ def test_train_heads_on_distilled_chunks(tmp_path):
     assert grown.returncode == 0, grown.stderr
     assert "the heads it started from, same rows" in grown.stdout
     card = json.loads((grown_dir / "training.json").read_text())
-    assert card["training"]["root_token"] and json.loads((grown_dir / "config.json").read_text())["medusa_explorer"]["root_token"]
+    assert card["training"]["root_token"]
+    assert json.loads((grown_dir / "config.json").read_text())["medusa_explorer"]["root_token"]
     assert card["validation_proposal_before"]["top1"] == pytest.approx(saved["validation_proposal"]["top1"], abs=0.02)
     assert json.loads((grown_dir / "proposal_vocab.json").read_text()) == json.loads((out_dir / "proposal_vocab.json").read_text())
     decoded = cli("generate", "--heads", str(grown_dir), "--prompt", "Say hi.", "--max-new-tokens", "8", "--json")

@@ -20,10 +20,11 @@ BASES = {arch: tiny_base(arch) for arch in ALL_ARCHS}
 
 @pytest.mark.parametrize("arch", ALL_ARCHS)
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(tree=trees(), prompt=prompts, seed=st.integers(0, 3), n=st.integers(1, 24))
-def test_random_heads_random_trees_equal_greedy(arch, tree, prompt, seed, n):
+@given(tree=trees(), prompt=prompts, seed=st.integers(0, 3), n=st.integers(1, 24), root=st.booleans())
+def test_random_heads_random_trees_equal_greedy(arch, tree, prompt, seed, n, root):
+    """Plain Medusa heads and heads that read the pending root token alike."""
     base = BASES[arch]
-    medusa = medusa_of(base, random_heads(4, seed, shared=seed % 2 == 0))
+    medusa = medusa_of(base, random_heads(4, seed, shared=seed % 2 == 0, root_token=root))
     record = generate(medusa, "", tree, DecodeConfig(max_new_tokens=n), prompt_ids=prompt)
     assert record.tokens == greedy_reference(base, prompt, n)
     assert len(record.tokens) == n

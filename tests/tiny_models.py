@@ -105,9 +105,9 @@ def tiny_base(arch: str, seed: int = 0, eos: int | None = None, context: int = 2
     return BaseModel(model, StubTokenizer(), f"tiny-{arch}", torch.device("cpu"), torch.float32)
 
 
-def random_heads(num_heads: int, seed: int = 0, shared: bool = False) -> MedusaHeads:
+def random_heads(num_heads: int, seed: int = 0, shared: bool = False, root_token: bool = False) -> MedusaHeads:
     torch.manual_seed(seed)
-    heads = MedusaHeads(HeadsConfig(num_heads, 1, HIDDEN, VOCAB, shared))
+    heads = MedusaHeads(HeadsConfig(num_heads, 1, HIDDEN, VOCAB, shared, root_token=root_token))
     with torch.no_grad():
         for p in heads.parameters():
             p.normal_(0, 0.5)
@@ -129,7 +129,9 @@ class ReferenceHeads(nn.Module):
         self.future = [tokens[t + 2 : t + 2 + num_heads] for t in range(len(tokens))]
         self.right = right
 
-    def forward(self, hidden: torch.Tensor, lm_head=None, num_heads: int | None = None, root_embeds=None) -> torch.Tensor:
+    def forward(
+        self, hidden: torch.Tensor, lm_head=None, num_heads: int | None = None, root_embeds=None
+    ) -> torch.Tensor:
         flat = hidden.reshape(-1, hidden.shape[-1])
         nearest = torch.cdist(flat, self.keys).argmin(dim=1)  # [N]
         k = num_heads or self.config.num_heads

@@ -47,6 +47,7 @@ class TrainConfig:
     own_projection: bool = False  # each head trains its own projection onto the proposal tokens (Medusa-1)
     init_heads: str | None = None  # continue from these heads (grown to num_layers / own_projection) instead of fresh
     root_token: bool = False  # heads also read the pending root token (the base model's own token t+1)
+    root_lr: float | None = None  # learning rate of the root-token input (None: lr), e.g. higher when continuing
 
     def __post_init__(self) -> None:
         if not self.prompts and not self.distilled:
@@ -65,6 +66,8 @@ class TrainConfig:
             raise ValueError("proposal_vocab_size must be >= 1, and cannot be combined with full_vocab")
         if self.own_projection and self.full_vocab:
             raise ValueError("own_projection projects onto the data's tokens: it cannot be combined with full_vocab")
+        if self.root_lr is not None and (self.root_lr <= 0 or not self.root_token):
+            raise ValueError("root_lr must be > 0 and needs root_token")
         if self.init_heads is not None and self.full_vocab:
             raise ValueError("continued training keeps the earlier heads' proposal vocabulary: no full_vocab")
 
@@ -220,6 +223,18 @@ def check_resumable(ckpt: dict, config: TrainConfig, path: Path) -> None:
         raise ValueError(f"{path} was made with other settings: {', '.join(changed)}; delete it to train afresh or use them")
 
 
+def param_groups(heads: MedusaHeads, config: TrainConfig) -> list[dict]:
+    """The root-token input may learn at its own rate: when training continues, the earlier heads'
+    weights move slowly (a high rate loses what they knew) while the new input starts from zero."""
+    root = [heads.root_proj] if heads.root_proj is not None else []
+    rest = [p for p in heads.parameters() if all(p is not r for r in root)]
+    groups = [{"params": rest, "base_lr": config.lr, "lr": config.lr}]
+    if root:
+        root_lr = config.root_lr or config.lr
+        groups.append({"params": root, "base_lr": root_lr, "lr": root_lr})
+    return groups
+
+
 def lr_at(step: int, total: int, base_lr: float) -> float:
     """Linear warm-up over 5% of the steps, then cosine decay to zero."""
     warm = max(1, total // 20)
@@ -280,7 +295,7 @@ def train_heads(base: BaseModel, config: TrainConfig, stage: Stage | None = None
         )[1]
     # PyTorch's fused AdamW: one kernel for all parameters, several times faster on the CPU for own projections.
     fused = base.device.type in ("cpu", "cuda")
-    optimizer = torch.optim.AdamW(heads.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+    optimizer = torch.optim.AdamW(param_groups(heads, config), weight_decay=config.weight_decay, fused=fused)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT
@@ -303,7 +318,7 @@ def train_heads(base: BaseModel, config: TrainConfig, stage: Stage | None = None
             if i < step % steps_per_epoch:
                 continue  # resuming mid-epoch: same permutation, skip what was done
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total, config.lr)
+                group["lr"] = lr_at(step, total, group["base_lr"])
             loss = batch_loss(
                 heads, lm_head, cache.hidden, rows, target_of[rows].to(base.device), weights, config.loss, roots
             )

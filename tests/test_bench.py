@@ -190,7 +190,7 @@ def test_cli_bench_on_the_default_model(tmp_path):
     env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, "-m", "medusa_core", "bench", "--prompts", str(prompts), "--num-prompts", "2",
-         "--max-new-tokens", "8", "--warmup-tokens", "2", "--threads", "1", "--tree", "two=chain-2", "--out", str(out), "--markdown", str(md)],
+         "--max-new-tokens", "8", "--warmup-tokens", "2", "--threads", "1", "--tree", "wide=full-3x1", "--out", str(out), "--markdown", str(md)],
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
@@ -199,13 +199,13 @@ def test_cli_bench_on_the_default_model(tmp_path):
     assert data["format"] == BENCH_FORMAT and data["prompts"] == 2 and data["max_new_tokens"] == 8
     assert data["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and data["machine"]["torch_threads"] == 1
     methods = {m["name"]: m for m in data["methods"]}
-    assert {"hf-greedy", "hf-prompt-lookup-10", "hf-assisted", "ours-greedy", "medusa-chain-4", "medusa-two"} <= methods.keys()
+    assert {"hf-greedy", "hf-prompt-lookup-10", "hf-assisted", "ours-greedy", "medusa-chain-4", "medusa-wide"} <= methods.keys()
     assert methods["hf-assisted"]["skipped"] and "smallest" in methods["hf-assisted"]["skip_reason"]
     for m in methods.values():
         assert METHOD_KEYS <= m.keys()
         if not m["skipped"]:
             assert len(m["runs"]) == 2 and m["tokens_per_second_median"] > 0
-    assert md.read_text() in proc.stdout and "| medusa-two | 2 |" in md.read_text()
+    assert md.read_text() in proc.stdout and "| medusa-wide | 3 |" in md.read_text()
 
 
 def test_context_lookup_methods_run_beside_the_heads_alone(tiny, tmp_path):

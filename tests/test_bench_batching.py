@@ -65,14 +65,14 @@ def test_cli_batch_bench_on_the_default_model(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "medusa_core", "bench", "--prompts", str(prompts), "--num-prompts", "4",
          "--max-new-tokens", "8", "--warmup-tokens", "2", "--threads", "1", "--batch-sizes", "1,4",
-         "--tree", "two=chain-2", "--out", str(out)],
+         "--tree", "wide=full-3x1", "--out", str(out)],
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     assert data["settings"]["batch_sizes"] == [1, 4]
     entries = {(m["name"], m["batch_size"]) for m in data["methods"]}
-    assert {("hf-greedy", 1), ("hf-greedy", 4), ("medusa-two", 4)} <= entries
+    assert {("hf-greedy", 1), ("hf-greedy", 4), ("medusa-wide", 4)} <= entries
     assert any(name.startswith("medusa-default") for name, _ in entries)
     assert all(m["identical_fraction"] == 1.0 for m in data["methods"])  # fp32: batch 4 equals each prompt alone
     assert "| 4 |" in proc.stdout

@@ -2,7 +2,7 @@
 # The GPU checks in one short run: the CUDA tests, the lossless suite in fp32 and bf16 on the
 # device, a short benchmark of the default model in each dtype, and the batched benchmark. Results go to $OUT (default
 # out/gpu-check). DEVICE=cpu runs the same steps on the CPU (how the tests check this script);
-# PROMPTS and TOKENS shorten the benchmark.
+# PROMPTS and TOKENS shorten the benchmark, METHODS (names as in its table) narrows the dtype benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cuda}
@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 GRADIO_ANALYTICS_ENABLED=Fals
 "$py" -m pytest -q -p no:cacheprovider tests/test_gpu.py --junitxml="$OUT/cuda-tests.xml" | tee "$OUT/cuda-tests.txt"
 for dtype in float32 bfloat16; do
   "$py" -m medusa_core bench --device "$DEVICE" --dtype "$dtype" --prompts data/prompts/sharegpt-test.txt \
-    --num-prompts "$PROMPTS" --max-new-tokens "$TOKENS" --warmup-tokens 8 --prompt-lookup-tokens 10 \
+    --num-prompts "$PROMPTS" --max-new-tokens "$TOKENS" --warmup-tokens 8 --prompt-lookup-tokens 10 ${METHODS:+--methods "$METHODS"} \
     --out "$OUT/bench-$DEVICE-$dtype.json" --markdown "$OUT/bench-$DEVICE-$dtype.md" > "$OUT/bench-$DEVICE-$dtype.log" 2>&1
   tail -n 20 "$OUT/bench-$DEVICE-$dtype.md"
 done

@@ -169,7 +169,7 @@ def test_train_heads_resumes_after_a_kill(tmp_path):
 def test_gpu_check_script_runs_on_the_cpu_path(tmp_path):
     """The prepared GPU check runs end to end on the CPU: CUDA tests skip, both dtypes bench."""
     env = os.environ | {"DEVICE": "cpu", "OUT": str(tmp_path), "PROMPTS": "2", "TOKENS": "8", "PYTHON": sys.executable,
-                        "PYTHONPATH": str(ROOT), "BATCH_SIZES": "1,2"}
+                        "PYTHONPATH": str(ROOT), "BATCH_SIZES": "1,2", "METHODS": "medusa-default"}
     out = subprocess.run(["bash", "scripts/gpu_check.sh"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "skipped" in (tmp_path / "cuda-tests.txt").read_text()
@@ -177,6 +177,7 @@ def test_gpu_check_script_runs_on_the_cpu_path(tmp_path):
         bench = json.loads((tmp_path / f"bench-cpu-{dtype}.json").read_text())
         assert bench["machine"]["device"] == "cpu" and bench["settings"]["max_new_tokens"] == 8
         assert all("near_tie_mismatches" in m for m in bench["methods"])
+        assert {m["name"] for m in bench["methods"]} == {"hf-greedy", "medusa-default"}
     batched = json.loads((tmp_path / "batch-cpu.json").read_text())
     assert {m["batch_size"] for m in batched["methods"]} == {1, 2}
 

@@ -131,7 +131,11 @@ class RootEmbeds:
 
     @classmethod
     def of(cls, base: BaseModel, cache: HiddenCache) -> "RootEmbeds":
-        table = base.model.get_input_embeddings().weight.detach().to(torch.float32)
+        # Through the embedding module, as decoding embeds roots: some families scale inside it (Gemma 3).
+        embedding = base.model.get_input_embeddings()
+        with torch.no_grad():
+            rows = torch.arange(embedding.weight.shape[0], device=embedding.weight.device)
+            table = embedding(rows).to(torch.float32)  # [V, d]
         return cls(table, cache.root_tokens().to(table.device))
 
     def __call__(self, rows: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ from torch import nn
 
 from medusa_core.engine.loop import DecodeConfig, generate, generate_batch
 from medusa_core.engine.sampling import SamplingConfig
-from medusa_core.engine.step import head_topk, heads_logits
+from medusa_core.engine.step import head_topk, heads_logits, root_embeddings
 from medusa_core.engine.verify import forward_hidden, new_cache
 from medusa_core.modeling.heads import HeadsConfig, MedusaHeads
 from medusa_core.modeling.heads_io import SAFETENSORS_FILE, load_heads, save_heads
@@ -126,3 +126,25 @@ def test_the_root_input_learns_at_its_own_rate_and_needs_root_heads():
     assert only["base_lr"] == 1e-3
     with pytest.raises(ValueError, match="root_lr must be > 0 and needs root_token"):
         TrainConfig(prompts="p.txt", out="o", root_lr=1e-3)
+
+
+class ScaledEmbedding(nn.Embedding):
+    """An embedding that scales inside its module, as Gemma 3's does."""
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return super().forward(ids) * 3.0
+
+
+def test_training_embeds_roots_as_decoding_does_even_when_the_embedding_scales():
+    base = tiny_base("llama")
+    old = base.model.get_input_embeddings()
+    scaled = ScaledEmbedding(*old.weight.shape)
+    scaled.weight = old.weight
+    base.model.set_input_embeddings(scaled)
+    conversations, hidden = generate_responses(base, [[5, 6], [9]], max_new_tokens=4, batch_size=2)
+    cache = hidden_cache_of(conversations, hidden)
+    rows = torch.arange(cache.hidden.shape[0])
+    medusa = medusa_of(base, root_heads(2, seed=0))
+    torch.testing.assert_close(
+        RootEmbeds.of(base, cache)(rows), root_embeddings(medusa, cache.root_tokens(), torch.float32)
+    )

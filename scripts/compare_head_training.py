@@ -140,8 +140,9 @@ def main() -> int:
     base = load_base_model(None, "cpu", "float32")
     baseline = TrainConfig(prompts="", distilled=(str(subset),), out="", epochs=1, checkpoint_every=500)
     variants = VARIANTS
-    if args.init_heads:
-        baseline = dataclasses.replace(baseline, init_heads=args.init_heads, num_layers=2)
+    if args.init_heads:  # heads that read the root token keep reading it
+        reads_root = load_heads(args.init_heads, base.hidden_size, base.vocab_size).config.root_token
+        baseline = dataclasses.replace(baseline, init_heads=args.init_heads, num_layers=2, root_token=reads_root)
         variants = CONTINUED_VARIANTS
     results = []
     for i, (name, change) in enumerate(variants.items()):

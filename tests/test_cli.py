@@ -168,18 +168,24 @@ def test_train_heads_resumes_after_a_kill(tmp_path):
 
 def test_gpu_check_script_runs_on_the_cpu_path(tmp_path):
     """The prepared GPU check runs end to end on the CPU: CUDA tests skip, both dtypes bench."""
-    env = os.environ | {"DEVICE": "cpu", "OUT": str(tmp_path), "PROMPTS": "2", "TOKENS": "8", "PYTHON": sys.executable,
-                        "PYTHONPATH": str(ROOT), "BATCH_SIZES": "1,2", "METHODS": "medusa-default"}
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Say hi.\nName a planet.\n")  # short: bf16 on a CPU is slow
+    env = os.environ | {"DEVICE": "cpu", "OUT": str(tmp_path), "PROMPT_FILE": str(prompts), "PROMPTS": "2",
+                        "TOKENS": "3", "WARMUP": "1", "PYTHON": sys.executable, "PYTHONPATH": str(ROOT),
+                        "BATCH_SIZES": "1,2", "METHODS": "medusa-default", "LENGTH_TREE": ""}
     out = subprocess.run(["bash", "scripts/gpu_check.sh"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "skipped" in (tmp_path / "cuda-tests.txt").read_text()
     for dtype in ("float32", "bfloat16"):
         bench = json.loads((tmp_path / f"bench-cpu-{dtype}.json").read_text())
-        assert bench["machine"]["device"] == "cpu" and bench["settings"]["max_new_tokens"] == 8
+        assert bench["machine"]["device"] == "cpu" and bench["settings"]["max_new_tokens"] == 3
         assert all("near_tie_mismatches" in m for m in bench["methods"])
         assert {m["name"] for m in bench["methods"]} == {"hf-greedy", "medusa-default"}
     batched = json.loads((tmp_path / "batch-cpu.json").read_text())
     assert {m["batch_size"] for m in batched["methods"]} == {1, 2}
+    names = {m["name"] for m in batched["methods"]}
+    assert "hf-greedy" in names and len(names) == 2
+    assert all(n.startswith(("hf-greedy", "medusa-default")) for n in names)
 
 
 def test_distill_resumes_after_a_kill_and_refuses_other_settings(tmp_path):

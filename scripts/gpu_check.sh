@@ -20,7 +20,8 @@ export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 GRADIO_ANALYTICS_ENABLED=Fals
 "$py" -m pytest -q -p no:cacheprovider tests/test_gpu.py --junitxml="$OUT/cuda-tests.xml" | tee "$OUT/cuda-tests.txt"
 for dtype in float32 bfloat16; do
   "$py" -m medusa_core bench --device "$DEVICE" --dtype "$dtype" --prompts "$PROMPT_FILE" \
-    --num-prompts "$PROMPTS" --max-new-tokens "$TOKENS" --warmup-tokens "$WARMUP" --prompt-lookup-tokens 10 ${METHODS:+--methods "$METHODS"} \
+    --num-prompts "$PROMPTS" --max-new-tokens "$TOKENS" --warmup-tokens "$WARMUP" --prompt-lookup-tokens 10 \
+    ${METHODS:+--methods "$METHODS"} \
     --out "$OUT/bench-$DEVICE-$dtype.json" --markdown "$OUT/bench-$DEVICE-$dtype.md" > "$OUT/bench-$DEVICE-$dtype.log" 2>&1
   tail -n 20 "$OUT/bench-$DEVICE-$dtype.md"
 done

@@ -126,20 +126,18 @@ def remap_targets(targets: torch.Tensor, vocab: torch.Tensor | None, vocab_size:
 class RootEmbeds:
     """The pending root's embedding per row of a hidden cache, for heads that read it."""
 
-    table: torch.Tensor  # [V, d] fp32 copy of the base model's frozen input embeddings
+    embedding: nn.Module  # the base model's frozen input embeddings
     tokens: torch.Tensor  # [T] the root token of each row
 
     @classmethod
     def of(cls, base: BaseModel, cache: HiddenCache) -> "RootEmbeds":
-        # Through the embedding module, as decoding embeds roots: some families scale inside it (Gemma 3).
         embedding = base.model.get_input_embeddings()
-        with torch.no_grad():
-            rows = torch.arange(embedding.weight.shape[0], device=embedding.weight.device)
-            table = embedding(rows).to(torch.float32)  # [V, d]
-        return cls(table, cache.root_tokens().to(table.device))
+        return cls(embedding, cache.root_tokens().to(embedding.weight.device))
 
     def __call__(self, rows: torch.Tensor) -> torch.Tensor:
-        return self.table[self.tokens[rows.to(self.tokens.device)]]  # [B, d]
+        # Through the embedding module, as decoding embeds roots: some families scale inside it (Gemma 3).
+        with torch.no_grad():
+            return self.embedding(self.tokens[rows.to(self.tokens.device)]).to(torch.float32)  # [B, d]
 
 
 def batches(rows: torch.Tensor, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:

@@ -10,6 +10,8 @@ B=benchmarks
 step=${1:-all}
 TRAIN_SETTINGS="--num-layers 2 --proposal-vocab-size 4096 --epochs 2 --batch-size 64 --lr 1e-3 --checkpoint-every 1000"
 D=data/distill/sharegpt-smollm2-135m
+# The context lookup the default and the speed tree ship with (tree files record it).
+LOOKUP="--lookup-tokens 8 --lookup-ngram 2 3"
 # Stage 2 continues the stage-1 heads on chunks they never saw, now reading the pending root token, with
 # what scripts/compare_head_training.py --init-heads measured best (benchmarks/head-training-continued.json).
 CONTINUE_SETTINGS="--num-layers 2 --root-token --epochs 1 --batch-size 64 --lr 1e-4 --root-lr 1e-3 --checkpoint-every 1000"
@@ -50,7 +52,7 @@ if [ "$step" = all ] || [ "$step" = trees ]; then
   # Speed: the fastest tree beside an 8-token lookup on 2-3-token matches under this CPU's step cost, on the
   # decoding walk.
   $py -m optimizer exact --accuracy "$H/accuracy.json" --budget 64 --objective speed --profile "$P" --length-model walk \
-    --lookup-tokens 8 --lookup-ngram 2 3 --out "$H/tree-speed.json"
+    $LOOKUP --out "$H/tree-speed.json"
   # The default (tree.json, what `generate --prompt` and the app use): the smallest length-optimal tree beside the
   # same lookup predicted to accept DEFAULT_FLOOR tokens per step, issue 12's 2.2 on held-out chat. On this CPU it
   # is slower than tree-speed.json (each node adds rows to every pass); on a GPU, where a few more rows are free,
@@ -59,7 +61,7 @@ if [ "$step" = all ] || [ "$step" = trees ]; then
   for n in $(seq 2 17); do
     if [ "$n" = 17 ]; then echo "no tree of up to 16 nodes is predicted to reach $floor tokens per step" >&2; exit 1; fi
     $py -m optimizer exact --accuracy "$H/accuracy.json" --budget "$n" --objective length --length-model walk \
-      --lookup-tokens 8 --lookup-ngram 2 3 --out "$H/tree.json"
+      $LOOKUP --out "$H/tree.json"
     $py -c "import json, sys; sys.exit(json.load(open('$H/tree.json'))['meta']['expected_length'] < $floor)" && break
   done
 fi

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from medusa_core.bench.evaluate import evaluate
 from medusa_core.bench.runner import (
     BENCH_FORMAT,
     BenchConfig,
@@ -239,3 +240,21 @@ def test_heads_inside_the_repository_are_recorded_by_relative_path(tmp_path):
     assert repo_relative(str(ROOT / "heads" / "smollm2-135m-instruct")) == "heads/smollm2-135m-instruct"
     assert repo_relative("random") == "random" and repo_relative("org/medusa-heads") == "org/medusa-heads"
     assert repo_relative(str(tmp_path)) == str(tmp_path)
+
+
+def test_evaluate_reports_every_prompt_of_every_run_and_scores_oracle_heads_perfectly():
+    base = tiny_base("llama")
+    prompt, n = [3, 1, 4, 1, 5], 21
+    medusa = medusa_of(base, ReferenceHeads(base, prompt, greedy_reference(base, prompt, n), 4, right=True))
+    chain = ((0,), (0, 0), (0, 0, 0), (0, 0, 0, 0))
+    reports = []
+    result = evaluate(medusa, [prompt, prompt], [("chain", chain, LookupConfig(3)), ("one", ((0,),), None)], n,
+                      lambda *report: reports.append(report))
+    runs = [r for r in reports if r[0].startswith("trees")]
+    assert [r[1:] for r in runs] == [(i, 6) for i in range(1, 7)]  # 2 prompts x (chain off, chain on, one)
+    stages = ["trees (chain, lookup off)", "trees (chain, lookup on)", "trees (one, lookup off)"]
+    assert [r[0] for r in runs[::2]] == stages
+    chain_score, one = result.trees
+    assert chain_score.identical and one.identical and one.tokens_per_step_with_lookup is None
+    assert chain_score.tokens_per_step_heads > 4 and 1 < one.tokens_per_step_heads <= 2
+    assert result.top1[0] > 0.9 and all(a <= b for a, b in zip(result.top1, result.top5))

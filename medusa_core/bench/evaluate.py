@@ -3,6 +3,7 @@ every output checked against plain greedy, and each head's top-1 / top-5 accurac
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
@@ -49,6 +50,7 @@ def tokens_per_step(
     tree: Sequence[Path_],
     config: DecodeConfig,
     reference: Sequence[list[int]],
+    on_prompt: Callable[[], None] = lambda: None,
 ) -> tuple[float, bool]:
     tokens = steps = 0
     identical = True
@@ -56,6 +58,7 @@ def tokens_per_step(
         record = generate(medusa, "", tree, config, prompt_ids=ids)
         tokens, steps = tokens + len(record.tokens), steps + record.num_steps
         identical &= record.tokens == want
+        on_prompt()
     return tokens / max(1, steps), identical
 
 
@@ -66,7 +69,8 @@ def evaluate(
     max_new_tokens: int = 128,
     progress: Progress | None = None,
 ) -> Evaluation:
-    """Plain greedy (`model.generate`) first, then each tree twice (lookup off, then on)."""
+    """Plain greedy (`model.generate`) first, then each tree twice (lookup off, then on). Progress is
+    reported per prompt: a tree's run over a long prompt set takes minutes on a CPU."""
     report = progress or (lambda stage, done, total: None)
     base = medusa.base
     reference, ranks = [], []
@@ -80,18 +84,21 @@ def evaluate(
     top1 = [float(row[0]) for row in table.acc]
     top5 = [float(sum(row)) for row in table.acc]
     scores = []
-    for i, (name, tree, lookup) in enumerate(trees):
-        heads, same = tokens_per_step(
-            medusa, prompt_ids, tree, DecodeConfig(max_new_tokens, trace_text=False), reference
-        )
+    total = len(prompt_ids) * sum(1 + (lookup is not None) for _, _, lookup in trees)
+    done = itertools.count(1)
+
+    def run(name: str, tree: Sequence[Path_], lookup: LookupConfig | None) -> tuple[float, bool]:
+        stage = f"trees ({name}, lookup {'on' if lookup else 'off'})"
+        config = DecodeConfig(max_new_tokens, trace_text=False, lookup=lookup)
+        return tokens_per_step(medusa, prompt_ids, tree, config, reference, lambda: report(stage, next(done), total))
+
+    for name, tree, lookup in trees:
+        heads, same = run(name, tree, None)
         with_lookup = None
         if lookup is not None:
-            with_lookup, same_too = tokens_per_step(
-                medusa, prompt_ids, tree, DecodeConfig(max_new_tokens, trace_text=False, lookup=lookup), reference
-            )
+            with_lookup, same_too = run(name, tree, lookup)
             same &= same_too
         scores.append(TreeScore(name, len(tree), lookup.tokens if lookup else 0, heads, with_lookup, same))
-        report("trees", i + 1, len(trees))
     return Evaluation(len(prompt_ids), max_new_tokens, table.samples, top1, top5, scores)
 
 

@@ -70,7 +70,7 @@ if [ "$step" = all ] || [ "$step" = trees ]; then
 fi
 if [ "$step" = all ] || [ "$step" = evaluate ]; then
   # All 96 held-out test prompts, the heads' default (with and without its lookup), their chain and the 64-node
-  # tree of heads alone; about 80 minutes on the 2-core EPYC (the benchmark times the speed tree).
+  # tree of heads alone; about 85 minutes on the 2-core EPYC (the benchmark times the speed tree).
   $py -m medusa_core evaluate --prompts data/prompts/sharegpt-test.txt --max-new-tokens 128 --lookup-tokens 0 \
     --tree heads-64="$H/tree-heads-64.json" --out "$B/eval-sharegpt-test-96.json"
 fi

@@ -171,6 +171,9 @@ def train_args(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompts", help="training prompts, one per line (their answers are generated first)")
     src.add_argument("--distilled", nargs="+", metavar="FOLDER", help="folders of distill chunks: train on those answers")
+    p.add_argument("--train-only", nargs="+", default=(), metavar="FOLDER",
+                   help="with --distilled: more chunk folders to train on but never validate on, e.g. ShareGPT's own "
+                        "replies (scripts/make_sharegpt_reply_chunks.py)")
     p.add_argument("--out", required=True, help="heads folder to write (and resume from)")
     p.add_argument("--num-heads", type=int, default=4)
     p.add_argument("--num-layers", type=int, default=1)
@@ -208,6 +211,7 @@ def run_train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         prompts=args.prompts or "",
         distilled=tuple(args.distilled or ()),
+        train_only=tuple(args.train_only),
         out=args.out,
         num_heads=args.num_heads,
         num_layers=args.num_layers,

@@ -7,6 +7,9 @@ without retraining: the baseline heads ranked within the N most frequent answer 
 A killed run resumes: finished variants are read back, an unfinished one resumes its checkpoint.
 With --init-heads, the variants continue training those heads instead (one epoch on chunks they
 never saw: pick them with --first-chunk), and each records the heads it started from on the same rows.
+With --teacher-forced FOLDER, the baseline is compared with itself plus as many chunks of ShareGPT's own
+replies (scripts/make_sharegpt_reply_chunks.py) and, as the control, plus as many more self-distilled
+chunks; both are added to training alone, so every variant is validated on the same rows.
 
     python scripts/compare_head_training.py --distilled data/distill/sharegpt-smollm2-135m --chunks 4 \
         --work /tmp/head-cmp --out benchmarks/head-training-comparison.json
@@ -61,6 +64,15 @@ CONTINUED_VARIANTS: dict[str, dict] = {
     "continued reading the root token, lr 1e-4, root input lr 3e-3": {"root_token": True, "lr": 1e-4, "root_lr": 3e-3},
 }
 VOCAB_SIZES = (1024, 2048, 4096, 8192, None)
+
+
+def mix_variants(replies: Path, more_distilled: Path, count: int) -> dict[str, dict]:
+    """The baseline, and the baseline with `count` more chunks of either kind in training alone."""
+    return {
+        "baseline (hard labels, 1 ResBlock, equal weights, lr 1e-3, 1 epoch)": {},
+        f"plus {count} chunks of ShareGPT's own replies (teacher-forced)": {"train_only": (str(replies),)},
+        f"plus {count} more self-distilled chunks (the control)": {"train_only": (str(more_distilled),)},
+    }
 
 
 def chunk_subset(folder: str, count: int, work: Path, first: int = 0) -> Path:
@@ -130,6 +142,9 @@ def main() -> int:
     p.add_argument("--out", required=True, help="JSON file of the comparison")
     p.add_argument("--first-chunk", type=int, default=0, help="the chunks start at this one")
     p.add_argument("--init-heads", default=None, help="compare ways to continue training these heads")
+    p.add_argument("--teacher-forced", default=None,
+                   help="folder of ShareGPT reply chunks: compare adding --chunks of them against adding as many "
+                        "more self-distilled chunks")
     p.add_argument("--only", nargs="*", default=None, help="run only these variants (full names, or prefixes)")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
@@ -144,6 +159,10 @@ def main() -> int:
         reads_root = load_heads(args.init_heads, base.hidden_size, base.vocab_size).config.root_token
         baseline = dataclasses.replace(baseline, init_heads=args.init_heads, num_layers=2, root_token=reads_root)
         variants = CONTINUED_VARIANTS
+    if args.teacher_forced:
+        variants = mix_variants(chunk_subset(args.teacher_forced, args.chunks, work / "replies"),
+                                chunk_subset(args.distilled, args.chunks, work, args.first_chunk + args.chunks),
+                                args.chunks)
     results = []
     for i, (name, change) in enumerate(variants.items()):
         # A full name picks that variant alone (one name may begin another's); anything else is a prefix.
@@ -153,10 +172,11 @@ def main() -> int:
         results.append({"name": name, "change": change} | run_variant(base, config))
         print(markdown(results, []), flush=True)
     # The sweep ranks the baseline's heads: only once they exist (a run with --only may not train them).
-    trained = not args.init_heads and (work / "variant-0" / "training.json").is_file()
+    trained = not args.init_heads and not args.teacher_forced and (work / "variant-0" / "training.json").is_file()
     sweep = vocab_sweep(base, dataclasses.replace(baseline, out=str(work / "variant-0"))) if trained else []
     report = {"format": "medusa-head-training-comparison/1", "chunks": args.chunks, "first_chunk": args.first_chunk,
-              "init_heads": args.init_heads, "variants": results, "proposal_vocab_sweep": sweep}
+              "init_heads": args.init_heads, "teacher_forced": args.teacher_forced, "variants": results,
+              "proposal_vocab_sweep": sweep}
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(markdown(results, sweep))
     return 0

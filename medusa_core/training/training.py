@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterator
 
@@ -16,6 +16,7 @@ from medusa_core.modeling.heads import HeadsConfig, MedusaHeads
 from medusa_core.modeling.heads_io import save_heads
 from medusa_core.modeling.models import BaseModel
 from medusa_core.modeling.proposal_vocab import lm_head_rows, positions_in
+from medusa_core.training.distill_chunks import chunk_conversations, iter_chunks
 from medusa_core.training.distill_data import IGNORE, HiddenCache
 from medusa_core.training.losses import LOSSES, hard_loss, head_weights, soft_loss, teacher_logits
 from medusa_core.training.training_data import Stage, distilled_hidden_cache, prompts_hidden_cache, training_vocabulary
@@ -41,6 +42,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     full_vocab: bool = False  # False: the loss's softmax spans only the tokens the conversations use
     distilled: tuple[str, ...] = ()  # folders of distill chunks to train on instead of generating from `prompts`
+    train_only: tuple[str, ...] = ()  # chunk folders added to training, never to validation (ShareGPT's own replies)
     loss: str = "hard"  # "hard": the next tokens; "soft": KL to the base model's distribution (Medusa-2)
     head_weight_decay: float = 1.0  # head k's loss weighs decay^k (Medusa: 0.8)
     proposal_vocab_size: int | None = None  # keep the N most frequent answer tokens (None: every token used)
@@ -52,6 +54,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not self.prompts and not self.distilled:
             raise ValueError("need training prompts or distilled answers (--distilled FOLDER)")
+        if self.train_only and not self.distilled:
+            raise ValueError("train_only adds chunks to distilled answers: it needs distilled folders")
         if self.num_heads < 1 or self.num_layers < 0:
             raise ValueError("need num_heads >= 1 and num_layers >= 0")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -80,16 +84,21 @@ class HeadAccuracy:
 
 
 def prepare_hidden_cache(base: BaseModel, config: TrainConfig, stage: Stage | None) -> HiddenCache:
-    if config.distilled:
-        return distilled_hidden_cache(base, config.distilled, stage)
+    if config.distilled:  # the train_only conversations come last
+        return distilled_hidden_cache(base, config.distilled + config.train_only, stage)
     return prompts_hidden_cache(base, config.prompts, config.max_new_tokens, config.gen_batch_size, stage)
 
 
-def split_conversations(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+def split_conversations(n: int, val_fraction: float, seed: int, train_only: int = 0) -> tuple[list[int], list[int]]:
+    """Train and validation conversations of the first n; the `train_only` after them all train."""
     order = list(range(n))
     random.Random(seed).shuffle(order)
     n_val = max(1, round(n * val_fraction))
-    return sorted(order[n_val:]), sorted(order[:n_val])
+    return sorted(order[n_val:]) + list(range(n, n + train_only)), sorted(order[:n_val])
+
+
+def train_only_count(config: TrainConfig) -> int:
+    return sum(len(chunk_conversations(p)) for folder in config.train_only for p in iter_chunks(folder))
 
 
 def training_lm_head(base: BaseModel, vocab: torch.Tensor | None) -> nn.Linear:
@@ -220,7 +229,10 @@ def check_resumable(ckpt: dict, config: TrainConfig, path: Path) -> None:
     saved, wanted = ckpt.get("settings"), checkpoint_settings(config)
     if saved is None:
         raise ValueError(f"{path} records no settings (an older version made it): delete it to train afresh")
-    changed = [f"{k}={saved.get(k)!r} (now {v!r})" for k, v in wanted.items() if saved.get(k) != v]
+    # A setting added after the checkpoint was made had its default then.
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    changed = [f"{k}={saved.get(k, defaults[k])!r} (now {v!r})" for k, v in wanted.items()
+               if saved.get(k, defaults[k]) != v]
     if changed:
         raise ValueError(f"{path} was made with other settings: {', '.join(changed)}; delete it to train afresh or use them")
 
@@ -271,7 +283,9 @@ def train_heads(base: BaseModel, config: TrainConfig, stage: Stage | None = None
     """Train heads, resuming from the checkpoint in `config.out` if there is one."""
     torch.manual_seed(config.seed)
     cache = prepare_hidden_cache(base, config, stage)
-    train_ids, val_ids = split_conversations(len(cache.tokens), config.val_fraction, config.seed)
+    n_train_only = train_only_count(config)
+    train_ids, val_ids = split_conversations(len(cache.tokens) - n_train_only, config.val_fraction, config.seed,
+                                             n_train_only)
     train_rows, train_targets_all = cache.targets(config.num_heads, train_ids)
     val_rows, val_targets = cache.targets(config.num_heads, val_ids)
     # `targets` is indexed by row of `hidden`; build a lookup so shuffled batches find theirs.

@@ -41,9 +41,10 @@ from medusa_core.training.training import (  # noqa: E402
 )
 from medusa_core.training.training_data import training_vocabulary  # noqa: E402
 
+BASELINE = "baseline (hard labels, 1 ResBlock, equal weights, lr 1e-3, 1 epoch)"
 # name -> the settings that differ from the baseline
 VARIANTS: dict[str, dict] = {
-    "baseline (hard labels, 1 ResBlock, equal weights, lr 1e-3, 1 epoch)": {},
+    BASELINE: {},
     "soft labels (KL to the base model)": {"loss": "soft"},
     "2 ResBlocks per head": {"num_layers": 2},
     "head weights 0.8^k": {"head_weight_decay": 0.8},
@@ -69,7 +70,7 @@ VOCAB_SIZES = (1024, 2048, 4096, 8192, None)
 def mix_variants(replies: Path, more_distilled: Path, count: int) -> dict[str, dict]:
     """The baseline, and the baseline with `count` more chunks of either kind in training alone."""
     return {
-        "baseline (hard labels, 1 ResBlock, equal weights, lr 1e-3, 1 epoch)": {},
+        BASELINE: {},
         f"plus {count} chunks of ShareGPT's own replies (teacher-forced)": {"train_only": (str(replies),)},
         f"plus {count} more self-distilled chunks (the control)": {"train_only": (str(more_distilled),)},
     }

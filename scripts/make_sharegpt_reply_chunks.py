@@ -39,7 +39,9 @@ def main() -> int:
     if not prompts:
         raise SystemExit(f"no prompts from {args.first_prompt} in {args.prompts}")
     replies = first_replies(Path(args.sharegpt) if args.sharegpt else dataset_file())
-    kept = [p for p in prompts if p in replies]
+    kept = [p for p in prompts if p in replies]  # rows number the prompts within this list
+    if not kept:
+        raise SystemExit(f"ShareGPT has no reply to any of these {len(prompts)} prompts")
     base = load_base_model(args.model, "cpu", "float32")
     with tqdm(total=len(kept), desc="reply chunks") as bar:
         tokens = write_reply_chunks(base, kept, replies, args.out, args.prompts, args.max_new_tokens,

@@ -70,12 +70,18 @@ def test_reply_chunks_train_only_and_validation_stays_on_the_distilled_answers(t
     source = sharegpt_file(tmp_path / "s.json", items, cut_tail=False)
     replies = tmp_path / "replies"
     env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    made = subprocess.run(
-        [sys.executable, "scripts/make_sharegpt_reply_chunks.py", "--prompts", str(prompts), "--first-prompt", "3",
-         "--count", "2", "--sharegpt", str(source), "--out", str(replies), "--chunk-size", "1"],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+
+    def make(first: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "scripts/make_sharegpt_reply_chunks.py", "--prompts", str(prompts), "--first-prompt",
+             first, "--count", "2", "--sharegpt", str(source), "--out", str(replies), "--chunk-size", "1"],
+            capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+
+    made = make("3")
     assert made.returncode == 0, made.stderr
     assert "2 of 2 prompts have a ShareGPT reply" in made.stdout
+    other = make("0")  # other prompts into the same folder: its chunks are refused, not mixed in
+    assert other.returncode != 0 and "was made with prompts_sha" in other.stderr
     rows = [read_chunk(p)["rows"][0] for p in sorted(replies.glob("chunk-*.json.xz"))]
     assert [r["prompt"] for r in rows] == [0, 1] and read_chunk(replies / "chunk-00000.json.xz")["source"]
     chunks = tmp_path / "chunks"

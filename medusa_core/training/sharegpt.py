@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from medusa_core.modeling.models import BaseModel
-from medusa_core.training.distill_chunks import FORMAT, chunk_path, prompts_digest, read_chunk, write_chunk
+from medusa_core.training.distill_chunks import FORMAT, check_chunk, chunk_path, prompts_digest, write_chunk
 from medusa_core.training.distill_data import Conversation, encode_prompts
 
 DATA = "ShareGPT_V3_unfiltered_cleaned_split.json"
@@ -87,12 +87,9 @@ def write_reply_chunks(
     base: BaseModel, prompts: Sequence[str], replies: dict[str, str], out: str | Path, prompts_file: str,
     max_new_tokens: int = 256, chunk_size: int = 192, progress: Callable[[int, int], None] | None = None,
 ) -> int:
-    """Chunks of (prompt, ShareGPT's reply) for the prompts ShareGPT has a reply to (rows number them
-    within that list); returns the reply tokens on disk. Existing chunks are kept: a rerun writes only
-    what is missing."""
-    prompts = [p for p in prompts if p in replies]
-    if not prompts:
-        raise ValueError("ShareGPT has no reply to any of these prompts")
+    """Chunks of (prompt, ShareGPT's reply), every prompt one that `replies` holds; returns the reply
+    tokens on disk. Existing chunks are kept (a rerun writes only what is missing), and refused when
+    made with other prompts, model or length."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     header = {"format": FORMAT, "model": base.model_id, "prompts_file": Path(prompts_file).name,
@@ -101,11 +98,13 @@ def write_reply_chunks(
     for index, first in enumerate(range(0, len(prompts), chunk_size)):
         part = prompts[first : first + chunk_size]
         path = chunk_path(out, index)
-        if not path.is_file():
+        if path.is_file():
+            tokens += check_chunk(path, header)
+        else:
             convs = [Conversation(ids, reply_ids(base, p, ids, replies[p], max_new_tokens))
                      for p, ids in zip(part, encode_prompts(base, part, max_new_tokens))]
             write_chunk(path, header, convs, first)
-        tokens += sum(len(r["response_ids"]) for r in read_chunk(path)["rows"])
+            tokens += sum(len(c.response_ids) for c in convs)
         if progress:
             progress(min(first + chunk_size, len(prompts)), len(prompts))
     return tokens
